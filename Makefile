@@ -1,0 +1,54 @@
+# Two commands matter: `make demo` and `make test`. Everything else is a step of those.
+PY      := .venv/bin/python
+VENV    := .venv/.installed
+NODE    := node_modules/.installed
+SYSDEPS := build/.sysdeps
+PORT    ?=
+
+.PHONY: all setup demo test lint typecheck pytest bench flash clean vectors artifacts
+
+all: test
+
+$(SYSDEPS): tools/install-system-deps.sh
+	bash tools/install-system-deps.sh
+	@mkdir -p build && touch $@
+
+$(VENV): setup.cfg pyproject.toml
+	python3 -m venv .venv
+	.venv/bin/pip install -q --upgrade pip
+	.venv/bin/pip install -q -e '.[dev]'
+	@touch $@
+
+$(NODE): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+setup: $(SYSDEPS) $(VENV) $(NODE)
+
+demo: setup
+	$(PY) tools/demo.py
+
+lint: $(VENV)
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+typecheck: $(VENV)
+	.venv/bin/mypy
+
+pytest: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+bench: setup
+	$(PY) tools/bench/run.py
+
+flash: $(VENV)
+	@test -n "$(PORT)" || { echo "usage: make flash PORT=/dev/ttyACM0" >&2; exit 2; }
+	.venv/bin/bpiiot flash $(PORT)
+
+vectors: $(VENV)
+	$(PY) tools/gen_vectors.py
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache
