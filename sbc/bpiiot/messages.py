@@ -388,9 +388,7 @@ def _config_map(obj: Any, name: str, *, complete: bool) -> dict[str, int]:
 
 def _config_payload(values: dict[str, int | None]) -> dict[int, int]:
     return {
-        k: v
-        for k, (field, _, _) in _CONFIG_KEYS.items()
-        if (v := values.get(field)) is not None
+        k: v for k, (field, _, _) in _CONFIG_KEYS.items() if (v := values.get(field)) is not None
     }
 
 
@@ -525,10 +523,22 @@ TO_HOST: Final[dict[int, type[Message]]] = {
 """Message classes a board sends, by type code."""
 TO_BOARD: Final[dict[int, type[Message]]] = {
     c.TYPE: c
-    for c in (Ping, GetStatus, SetConfig, SetOutput, SetKey, ClearKey, Reboot, HelloRequest, GetConfig)
+    for c in (
+        Ping,
+        GetStatus,
+        SetConfig,
+        SetOutput,
+        SetKey,
+        ClearKey,
+        Reboot,
+        HelloRequest,
+        GetConfig,
+    )
 }
 """Message classes a host sends, by type code."""
-BY_NAME: Final[dict[str, type[Message]]] = {c.NAME: c for c in (*TO_HOST.values(), *TO_BOARD.values())}
+BY_NAME: Final[dict[str, type[Message]]] = {
+    c.NAME: c for c in (*TO_HOST.values(), *TO_BOARD.values())
+}
 """Every message class, by its name in the spec and the vectors."""
 
 

@@ -184,7 +184,8 @@ class FrameEncoder:
         body += zlib.crc32(body).to_bytes(4, "big")
         if len(body) > MAX_BODY:
             raise FrameError("oversize", f"{len(body)} bytes > {MAX_BODY}")
-        return cobs.encode(body) + b"\0"
+        encoded: bytes = cobs.encode(body)
+        return encoded + b"\0"
 
 
 class FrameVerifier:
@@ -246,7 +247,7 @@ class FrameVerifier:
             raise FrameError("crc")
         vf, type_, session, seq = HEADER.unpack_from(body)
         if vf >> 4 != PROTOCOL_MAJOR:
-            raise FrameError("version", f"major version {vf >> 4}, this SDK speaks 1")
+            raise FrameError("version", f"major version {vf >> 4}")
         flags = vf & 0x0F
         if flags & ~_FLAGS_KNOWN:
             raise FrameError("flags", f"reserved flag bits 0x{flags:x}")

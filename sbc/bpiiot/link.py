@@ -1,0 +1,337 @@
+"""The link to one board: a pyserial port, one read thread, verified frames out.
+
+``Link`` is the only place that reads the port. It turns bytes into frames
+(:mod:`bpiiot.wire`), counts everything it drops, and hands each verified
+:class:`~bpiiot.wire.Frame` to its subscribers, in order, on the read thread.
+Any pyserial URL works: a device path, ``socket://``, ``rfc2217://``, ``loop://``.
+When the port disappears the link says so, retries with exponential backoff and
+says so again when it is back; subscribers are told through ``on_connect``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import serial
+
+from bpiiot import wire
+from bpiiot.errors import BpiiotError
+from bpiiot.messages import Message
+
+log = logging.getLogger("bpiiot.link")
+
+Subscriber = Callable[[wire.Frame], None]
+
+
+class LinkError(BpiiotError):
+    """The port could not be opened or written, or the link is closed."""
+
+
+@dataclass
+class LinkStats:
+    """Counters of one link since it was created."""
+
+    bytes_in: int = 0
+    bytes_out: int = 0
+    frames_ok: int = 0
+    frames_sent: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    gaps: int = 0
+    reboots: int = 0
+    reconnects: int = 0
+    subscriber_errors: int = 0
+
+    @property
+    def frames_dropped(self) -> int:
+        """All frames dropped, whatever the reason."""
+        return sum(self.dropped.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-friendly snapshot."""
+        return {
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "frames_ok": self.frames_ok,
+            "frames_sent": self.frames_sent,
+            "frames_dropped": self.frames_dropped,
+            "dropped": dict(self.dropped),
+            "gaps": self.gaps,
+            "reboots": self.reboots,
+            "reconnects": self.reconnects,
+            "subscriber_errors": self.subscriber_errors,
+        }
+
+
+class Link:
+    """A verified frame stream over one serial port (see the module docstring).
+
+    ``key`` turns on authentication both ways. ``reconnect`` keeps retrying a
+    lost port with backoff from ``backoff_s`` doubling up to ``max_backoff_s``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        baudrate: int = 115200,
+        key: bytes | None = None,
+        reconnect: bool = True,
+        backoff_s: float = 0.05,
+        max_backoff_s: float = 2.0,
+        read_timeout_s: float = 0.05,
+    ) -> None:
+        self.url = url
+        self.baudrate = baudrate
+        self.reconnect = reconnect
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.read_timeout_s = read_timeout_s
+        self.stats = LinkStats()
+        self.verifier = wire.FrameVerifier("host", key)
+        self.encoder = wire.FrameEncoder(from_host=True, key=key)
+        self._deframer = wire.Deframer()
+        self._subscribers: list[Subscriber] = []
+        self._on_connect: list[Callable[[], None]] = []
+        self._port: serial.SerialBase | None = None
+        self._write_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.foreign_version: str | None = None
+        """The last protocol version refused (``major version N``), if any."""
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def open(self) -> Link:
+        """Open the port and start the read thread; raises :class:`LinkError`."""
+        if self._thread is not None:
+            return self
+        self._port = self._open_port()
+        self._connected.set()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"bpiiot-link {self.url}")
+        self._thread.daemon = True
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop the read thread and close the port (idempotent)."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=2.0)
+        self._close_port()
+
+    def __enter__(self) -> Link:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def connected(self) -> bool:
+        """True while the port is open."""
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Wait until the port is open (again); False on timeout."""
+        return self._connected.wait(timeout)
+
+    # -- keys ------------------------------------------------------------------------
+
+    def set_key(self, key: bytes | None) -> None:
+        """Use ``key`` (or none) for frames sent and received from now on."""
+        self.encoder.set_key(key)
+        self.verifier.set_key(key)
+
+    # -- subscribers -------------------------------------------------------------
+
+    def subscribe(self, callback: Subscriber) -> Subscriber:
+        """Call ``callback(frame)`` on the read thread for every verified frame."""
+        self._subscribers.append(callback)
+        return callback
+
+    def unsubscribe(self, callback: Subscriber) -> None:
+        """Stop calling ``callback`` (no error if it was not subscribed)."""
+        if callback in self._subscribers:
+            self._subscribers.remove(callback)
+
+    def on_connect(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` on the read thread each time the port is reopened."""
+        self._on_connect.append(callback)
+
+    def queue(self, maxsize: int = 10000) -> FrameQueue:
+        """Subscribe a bounded queue (oldest frames dropped and counted when full)."""
+        q = FrameQueue(self, maxsize)
+        self.subscribe(q.put)
+        return q
+
+    # -- sending ---------------------------------------------------------------------
+
+    def send(self, message: Message) -> int:
+        """Frame and write ``message``; returns its sequence number."""
+        with self._write_lock:
+            data = self.encoder.encode(message)
+            self._write(data)
+            return self.encoder.seq
+
+    def send_raw(self, data: bytes) -> None:
+        """Write bytes as they are (conformance tests, resynchronisation)."""
+        with self._write_lock:
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        port = self._port
+        if port is None or not self._connected.is_set():
+            raise LinkError(f"{self.url}: not connected")
+        try:
+            port.write(data)
+        except (serial.SerialException, OSError) as exc:
+            raise LinkError(f"{self.url}: write failed: {exc}") from None
+        self.stats.bytes_out += len(data)
+        self.stats.frames_sent += data.count(0)
+
+    # -- reading -----------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        """Process received bytes: verify frames, count drops, deliver (read thread)."""
+        stats = self.stats
+        stats.bytes_in += len(data)
+        deframer = self._deframer
+        before = deframer.oversize
+        chunks = deframer.feed(data)
+        if deframer.oversize != before:
+            stats.dropped["oversize"] += deframer.oversize - before
+        verifier = self.verifier
+        for chunk in chunks:
+            try:
+                frame = verifier.verify(chunk)
+            except wire.FrameError as exc:
+                stats.dropped[exc.reason] += 1
+                log.debug("dropped frame: %s", exc)
+                if exc.reason == "version":
+                    self.foreign_version = exc.detail
+                if exc.reason == "replay" and self.verifier.session is not None:
+                    self._warn_replay()
+                continue
+            stats.frames_ok += 1
+            for sub in tuple(self._subscribers):
+                try:
+                    sub(frame)
+                except Exception:
+                    stats.subscriber_errors += 1
+                    log.exception("subscriber %r failed", sub)
+        stats.gaps = verifier.gaps
+        stats.reboots = verifier.reboots
+
+    _replay_warned = 0.0
+
+    def _warn_replay(self) -> None:
+        now = time.monotonic()
+        if now - self._replay_warned > 10.0:
+            self._replay_warned = now
+            log.warning(
+                "%s: refusing frames whose (session, seq) went backwards; if the board's "
+                "boot counter was erased, call forget_session() to accept it",
+                self.url,
+            )
+
+    def forget_session(self) -> None:
+        """Accept the board's next session whatever it is (after an operator checked)."""
+        self.verifier.forget()
+
+    def _run(self) -> None:
+        delay = self.backoff_s
+        while not self._stop.is_set():
+            port = self._port
+            if port is None:
+                if not self.reconnect:
+                    return
+                try:
+                    self._port = self._open_port()
+                except LinkError as exc:
+                    log.debug("%s", exc)
+                    self._stop.wait(delay)
+                    delay = min(delay * 2, self.max_backoff_s)
+                    continue
+                delay = self.backoff_s
+                self.stats.reconnects += 1
+                self._deframer = wire.Deframer()
+                self._connected.set()
+                log.warning("%s: port is back, link resumed", self.url)
+                for cb in tuple(self._on_connect):
+                    try:
+                        cb()
+                    except Exception:
+                        log.exception("on_connect callback failed")
+                continue
+            try:
+                data = port.read(max(1, port.in_waiting))
+            except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
+                # TypeError/AttributeError: pyserial's internals after a close race.
+                if self._stop.is_set():
+                    return
+                log.warning("%s: port lost (%s); reconnecting", self.url, exc)
+                self._close_port()
+                continue
+            if data:
+                self.feed(data)
+
+    def _open_port(self) -> serial.SerialBase:
+        try:
+            port = serial.serial_for_url(
+                self.url, baudrate=self.baudrate, timeout=self.read_timeout_s, do_not_open=True
+            )
+            port.open()
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise LinkError(f"cannot open {self.url}: {exc}") from None
+        return port
+
+    def _close_port(self) -> None:
+        self._connected.clear()
+        port, self._port = self._port, None
+        if port is not None:
+            try:
+                port.close()
+            except (serial.SerialException, OSError):
+                pass
+
+
+class FrameQueue:
+    """A bounded queue subscribed to a link; full means the oldest frame is dropped."""
+
+    def __init__(self, link: Link, maxsize: int) -> None:
+        self._link = link
+        self._q: queue.Queue[wire.Frame] = queue.Queue(maxsize)
+        self.overflows = 0
+
+    def put(self, frame: wire.Frame) -> None:
+        """Add a frame (called on the read thread)."""
+        while True:
+            try:
+                self._q.put_nowait(frame)
+                return
+            except queue.Full:
+                try:
+                    self._q.get_nowait()
+                    self.overflows += 1
+                except queue.Empty:
+                    pass
+
+    def get(self, timeout: float | None = None) -> wire.Frame | None:
+        """Next frame, or None after ``timeout`` seconds."""
+        try:
+            return self._q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        """Unsubscribe from the link."""
+        self._link.unsubscribe(self.put)
