@@ -40,7 +40,7 @@ def body(
     b = struct.pack(">BBHI", (version << 4) | flags, type_, session, seq) + payload
     if flags & AUTH:
         b += tag if tag is not None else hmac.new(key or KEY, b, hashlib.sha256).digest()[:8]
-    return b + zlib.crc32(b).to_bytes(4, "big")
+    return b + zlib.crc32(b).to_bytes(4, "little")
 
 
 def wire(b: bytes) -> str:
@@ -426,7 +426,7 @@ def framing(bk: Book) -> None:
         "truncated-cut",
         "report cut after 20 bytes, CRC recomputed over the rest",
         receiver="host",
-        wire_hex=wire(short[:-4] + zlib.crc32(short[:-4]).to_bytes(4, "big")),
+        wire_hex=wire(short[:-4] + zlib.crc32(short[:-4]).to_bytes(4, "little")),
         verdict="cbor",
     )
     bk.add(
@@ -508,7 +508,7 @@ def framing(bk: Book) -> None:
         receiver="host",
         key=KEY,
         wire_hex=wire(
-            (lambda b: b + zlib.crc32(b).to_bytes(4, "big"))(
+            (lambda b: b + zlib.crc32(b).to_bytes(4, "little"))(
                 struct.pack(">BBHI", 0x11, 4, 7, 42) + b"\x00" * 8
             )
         ),

@@ -36,13 +36,15 @@ FLAG_AUTH: Final = 0x01
 """The frame carries an 8-byte truncated HMAC-SHA256 tag."""
 FLAG_HOST: Final = 0x02
 """The frame was sent by the SBC (host), not by the board."""
-_FLAGS_KNOWN: Final = FLAG_AUTH | FLAG_HOST
+_FLAGS_RESERVED: Final = 0x0F & ~(FLAG_AUTH | FLAG_HOST)
 
 HEADER: Final = struct.Struct(">BBHI")
 HEADER_LEN: Final = HEADER.size  # 8: version/flags, type, session, seq
 TAG_LEN: Final = 8
 CRC_LEN: Final = 4
 MIN_BODY: Final = HEADER_LEN + 1 + CRC_LEN
+CRC_RESIDUE: Final = 0x2144DF1C
+"""zlib's CRC-32 of any body whose CRC is appended least significant byte first."""
 MAX_BODY: Final = 512
 # COBS adds one byte per 254 of body, plus one; the delimiter is not counted here.
 MAX_ENCODED: Final = MAX_BODY + MAX_BODY // 254 + 1
@@ -69,6 +71,12 @@ REASONS: Final = (
     "schema",
 )
 """Every reason a frame can be dropped for, in the order the checks run."""
+
+
+_cobs_decode = cobs.decode
+_CobsError = cobs.DecodeError
+_crc32 = zlib.crc32
+_unpack_header = HEADER.unpack_from
 
 
 class FrameError(BpiiotError):
@@ -181,7 +189,7 @@ class FrameEncoder:
         body = HEADER.pack((PROTOCOL_MAJOR << 4) | flags, type_, sess & U16, seq & U32) + payload
         if self._hmac is not None:
             body += self._hmac.tag(body)
-        body += zlib.crc32(body).to_bytes(4, "big")
+        body += zlib.crc32(body).to_bytes(4, "little")
         if len(body) > MAX_BODY:
             raise FrameError("oversize", f"{len(body)} bytes > {MAX_BODY}")
         encoded: bytes = cobs.encode(body)
@@ -212,8 +220,9 @@ class FrameVerifier:
         self.seq = 0
         self.reboots = 0
         self.gaps = 0
+        self._board_side = receiver == "board"
         self._buf = io.BytesIO()
-        self._decoder = cbor2.CBORDecoder(self._buf)
+        self._decode = cbor2.CBORDecoder(self._buf).decode
 
     def set_key(self, key: bytes | None) -> None:
         """Require (or, with None, stop requiring) tags from now on."""
@@ -231,86 +240,103 @@ class FrameVerifier:
         Raises :class:`FrameError` for any failed check; the replay state only
         advances for frames that pass every check.
         """
+        # This is the SDK's hot path: locals over attributes, no helper calls for the
+        # common case (see tools/bench/bench_wire.py).
         if len(encoded) > MAX_ENCODED:
             raise FrameError("oversize", f"{len(encoded)} encoded bytes")
         try:
-            body = cobs.decode(encoded)
-        except cobs.DecodeError as exc:
+            body = _cobs_decode(encoded)
+        except _CobsError as exc:
             raise FrameError("cobs", str(exc)) from None
         n = len(body)
         if n > MAX_BODY:
             raise FrameError("oversize", f"{n} bytes")
         if n < MIN_BODY:
             raise FrameError("truncated", f"{n} bytes < {MIN_BODY}")
-        end = n - CRC_LEN
-        if zlib.crc32(body[:end]) != int.from_bytes(body[end:], "big"):
+        if _crc32(body) != CRC_RESIDUE:
             raise FrameError("crc")
-        vf, type_, session, seq = HEADER.unpack_from(body)
+        vf, type_, session, seq = _unpack_header(body)
         if vf >> 4 != PROTOCOL_MAJOR:
             raise FrameError("version", f"major version {vf >> 4}")
-        flags = vf & 0x0F
-        if flags & ~_FLAGS_KNOWN:
-            raise FrameError("flags", f"reserved flag bits 0x{flags:x}")
-        if flags & FLAG_HOST != self._want_host_flag:
+        if vf & _FLAGS_RESERVED:
+            raise FrameError("flags", f"reserved flag bits 0x{vf & 0x0F:x}")
+        if vf & FLAG_HOST != self._want_host_flag:
             raise FrameError("direction")
-        if flags & FLAG_AUTH:
+        end = n - CRC_LEN
+        hm = self._hmac
+        if vf & FLAG_AUTH:
             end -= TAG_LEN
             if end <= HEADER_LEN:
                 raise FrameError("truncated", "no room for payload and tag")
-            if self._hmac is not None and self._hmac.tag(body[:end]) != body[end : end + TAG_LEN]:
-                raise FrameError("mac")
-        elif self._hmac is not None:
+            if hm is not None:
+                inner = hm._inner.copy()
+                inner.update(body[:end])
+                outer = hm._outer.copy()
+                outer.update(inner.digest())
+                if outer.digest()[:TAG_LEN] != body[end : end + TAG_LEN]:
+                    raise FrameError("mac")
+        elif hm is not None:
             raise FrameError("unauthenticated", "a key is set and the frame has no tag")
-        authenticated = bool(flags & FLAG_AUTH) and self._hmac is not None
-        self._check_order(type_, session, seq)
+        last = self.session
+        if self._board_side:
+            self._check_board_order(type_, session, seq)
+        elif last is not None and not (
+            seq > self.seq if session == last else 0 < ((session - last) & U16) < 0x8000
+        ):
+            raise FrameError("replay", f"({session}, {seq}) not after ({last}, {self.seq})")
         cls = self._types.get(type_)
         if cls is None:
             raise FrameError("type", f"unknown message type 0x{type_:02x}")
-        payload = body[HEADER_LEN:end]
+        # The decoder reads from a reused buffer; stale bytes past the payload are
+        # harmless because the position after the item must equal the payload length.
         buf = self._buf
         buf.seek(0)
-        buf.write(payload)
-        buf.truncate()
+        plen = buf.write(body[HEADER_LEN:end])
         buf.seek(0)
         try:
-            obj = self._decoder.decode()
+            obj = self._decode()
         except (cbor2.CBORDecodeError, RecursionError, ValueError, OverflowError) as exc:
             raise FrameError("cbor", str(exc)) from None
-        if buf.tell() != len(payload):
-            raise FrameError("trailing", f"{len(payload) - buf.tell()} bytes after the payload")
+        pos = buf.tell()
+        if pos != plen:
+            if pos > plen:
+                raise FrameError("cbor", "the item runs past the end of the payload")
+            raise FrameError("trailing", f"{plen - pos} bytes after the item")
         try:
             message = cls.from_payload(obj)
         except SchemaError as exc:
             raise FrameError("schema", f"{cls.NAME}: {exc}") from None
-        self._advance(session, seq)
-        return Frame(type_, session, seq, authenticated, bool(flags & FLAG_HOST), message)
-
-    def _check_order(self, type_: int, session: int, seq: int) -> None:
-        last = self.session
-        if self.receiver == "board":
-            # Hello requests are how the host learns the session: always answered.
-            if type_ == messages.HelloRequest.TYPE:
-                return
-            if last is not None and session != last:
-                raise FrameError("session", f"session {session}, the board's is {last}")
-            if seq <= self.seq:
-                raise FrameError("replay", f"seq {seq} <= last {self.seq}")
-        elif last is not None and not newer(session, seq, last, self.seq):
-            raise FrameError("replay", f"({session}, {seq}) not after ({last}, {self.seq})")
-
-    def _advance(self, session: int, seq: int) -> None:
-        if self.receiver == "board":
+        # Every check passed: only now does the replay state move.
+        if self._board_side:
             if seq > self.seq:
                 self.seq = seq
+        else:
+            if last is None:
+                pass
+            elif session != last:
+                self.reboots += 1
+            elif seq > self.seq + 1:
+                self.gaps += seq - self.seq - 1
+            self.session = session
+            self.seq = seq
+        return Frame(
+            type_,
+            session,
+            seq,
+            hm is not None and bool(vf & FLAG_AUTH),
+            bool(vf & FLAG_HOST),
+            message,
+        )
+
+    def _check_board_order(self, type_: int, session: int, seq: int) -> None:
+        # Hello requests are how the host learns the session: always answered.
+        if type_ == messages.HelloRequest.TYPE:
             return
-        if self.session is None:
-            pass
-        elif session != self.session:
-            self.reboots += 1
-        elif seq > self.seq + 1:
-            self.gaps += seq - self.seq - 1
-        self.session = session
-        self.seq = seq
+        last = self.session
+        if last is not None and session != last:
+            raise FrameError("session", f"session {session}, the board's is {last}")
+        if seq <= self.seq:
+            raise FrameError("replay", f"seq {seq} <= last {self.seq}")
 
 
 def split_stream(data: bytes) -> Iterator[bytes]:
