@@ -683,7 +683,7 @@ class Encoder:
         body.extend(payload)
         if self.hmac is not None:
             body.extend(self.hmac.tag(body))
-        body.extend(struct.pack(">I", crc32(body) & _U32))
+        body.extend(struct.pack("<I", crc32(body) & _U32))
         if len(body) > MAX_BODY:
             raise FrameError("oversize", seq)
         out = cobs_encode(body)
@@ -728,7 +728,7 @@ class Verifier:
             raise FrameError("truncated")
         end = n - CRC_LEN
         mv = memoryview(body)
-        if crc32(mv[:end]) & _U32 != struct.unpack_from(">I", body, end)[0]:
+        if crc32(mv[:end]) & _U32 != struct.unpack_from("<I", body, end)[0]:
             raise FrameError("crc")
         vf, type_, session, seq = struct.unpack_from(_HEADER, body, 0)
         if vf >> 4 != VERSION_MAJOR:
