@@ -1,0 +1,432 @@
+"""The firmware's application: the main loop of an interface board.
+
+Boots (boot counter -> session), sends hello, samples the accelerometer, sends a
+report per window, and answers every host command with exactly one ack or nack
+(protocol/SPEC.md 5.3-5.4). Nothing a host sends can crash it: refused frames are
+counted and nacked where the spec says so; a failing command is nacked
+``internal`` and logged in a log frame.
+"""
+
+import time
+from array import array
+
+from bpiiot_fw import codec, platform
+from bpiiot_fw.codec import (
+    T_ACK,
+    T_CLEAR_KEY,
+    T_CONFIG,
+    T_GET_CONFIG,
+    T_GET_STATUS,
+    T_HELLO,
+    T_HELLO_REQUEST,
+    T_LOG,
+    T_NACK,
+    T_PING,
+    T_REBOOT,
+    T_REPORT,
+    T_SET_CONFIG,
+    T_SET_KEY,
+    T_SET_OUTPUT,
+    T_STATUS,
+)
+from bpiiot_fw.store import Store, key_bytes
+
+FW_VERSION = (0, 1, 0)
+
+CAP_AUTH = 0x01
+CAP_OUTPUTS = 0x02
+CAP_REBOOT = 0x04
+CAP_PERSIST = 0x08
+CAP_SLIDING = 0x10
+CAP_TEMPERATURE = 0x20
+
+# Wire machine class (SPEC.md 5.3) -> name in dsp.MACHINE_CLASSES.
+MACHINE_CLASSES = ("group1-rigid", "group1-flexible", "group2-rigid", "group2-flexible")
+# What mpremote sends to stop a program and enter the raw REPL (Ctrl-C, Ctrl-A).
+# Seen as the tail of an unfinished chunk followed by silence, it means "flash me".
+ESCAPE = b"\r\x03\r\x01"
+CONFIG_KEYS = ("sample_rate_hz", "window_ms", "hop_ms", "channels", "machine_class")
+LOG_INFO = 1
+LOG_WARNING = 2
+LOG_ERROR = 3
+
+
+class BadValue(Exception):
+    """A well-formed command asks for something this board cannot do (nack 3)."""
+
+
+def _u16(v):
+    return 0 if v < 0 else (65535 if v > 65535 else v)
+
+
+class App:
+    """One board: link state, configuration, acquisition and the command handlers."""
+
+    def __init__(self, stream=None, store=None):
+        self.store = store or Store()
+        self.clock = platform.Clock()
+        self.load = platform.Load()
+        problem = self.store.load()
+        cfg = self.store.cfg
+        self.logs = []  # log frames to send once the link is up
+        if problem:
+            self.logs.append((LOG_WARNING, problem))
+        try:
+            self.boot = self.store.boot()
+        except OSError as exc:
+            # A read-only or full filesystem: run anyway, the session cannot persist.
+            self.boot = cfg["boot"] = (cfg.get("boot", 0) + 1) & 0xFFFFFFFF
+            self.logs.append((LOG_ERROR, "boot counter not saved: " + platform.exception_text(exc)))
+        self.session = self.boot & 0xFFFF
+        key = key_bytes(cfg)
+        self.enc = codec.Encoder(False, key, self.session)
+        self.ver = codec.Verifier(True, key, self.session)
+        self.deframer = codec.Deframer()
+        if stream is None:
+            uart = None
+            ucfg = cfg.get("uart")
+            if ucfg and not platform.UNIX:
+                from machine import UART
+
+                uart = UART(ucfg.get("id", 0), baudrate=ucfg.get("baudrate", 115200))
+            stream = platform.Stream(uart)
+        self.stream = stream
+        self.outputs = platform.Outputs(cfg["outputs"])
+        self.wdt = platform.Watchdog(cfg.get("wdt_ms", 0))
+        self.rx = bytearray(256)
+        self.frames_sent = 0
+        self.frames_rejected = 0
+        self.windows = 0
+        self.overruns_base = 0
+        self.sampler = None
+        self.features = None
+        self.temp = None
+        self.accel = None
+        self._dsp = None
+        self._bufs = None
+        self._escape_at = None
+        self.start_acquisition()
+
+    # -- acquisition -------------------------------------------------------------------
+
+    def _dsp_mod(self):
+        if self._dsp is None:
+            from bpiiot_fw import dsp
+
+            self._dsp = dsp
+        return self._dsp
+
+    def _plan(self, rate, window_ms, hop_ms, machine_class):
+        # Window and hop in samples; ValueError when the board cannot do them.
+        if (rate * window_ms) % 1000 or (rate * hop_ms) % 1000:
+            raise ValueError("window and hop must be whole numbers of samples")
+        if hop_ms > window_ms:
+            raise ValueError("hop longer than the window")
+        window_n = rate * window_ms // 1000
+        hop_n = rate * hop_ms // 1000
+        feat = self._dsp_mod().Features(rate, window_n, hop_n, MACHINE_CLASSES[machine_class])
+        return feat
+
+    def start_acquisition(self):
+        """(Re)build sensors, sampler and feature extractor from the configuration.
+
+        A sensor or DSP failure leaves the link running without reports and says why
+        in a log frame: the board must stay reachable to be reconfigured.
+        """
+        self.stop_acquisition()
+        cfg = self.store.cfg
+        try:
+            from bpiiot_fw import acquire, sensors
+
+            feat = self._plan(
+                cfg["sample_rate_hz"], cfg["window_ms"], cfg["hop_ms"], cfg["machine_class"]
+            )
+            if self.accel is None:
+                self.accel = sensors.make_accel(cfg["sensor"])
+            if self.temp is None:
+                try:
+                    self.temp = sensors.make_temp(cfg["sensor"])
+                except Exception as exc:
+                    self.temp = None
+                    self.logs.append(
+                        (LOG_WARNING, "no temperature: " + platform.exception_text(exc))
+                    )
+            block = min(feat.hop_n, 128)
+            self._bufs = (
+                array("h", bytes(2 * block)),
+                array("h", bytes(2 * block)),
+                array("h", bytes(2 * block)),
+            )
+            sampler = acquire.Sampler(self.accel, cfg["sample_rate_hz"], block=block)
+            sampler.start()
+            self.sampler = sampler
+            self.features = feat
+        except Exception as exc:
+            platform.log_exception(exc, "acquisition")
+            self.sampler = None
+            self.features = None
+            self.logs.append((LOG_ERROR, "acquisition off: " + platform.exception_text(exc)))
+
+    def stop_acquisition(self):
+        """Stop the sampler, keeping its overrun count for the status."""
+        if self.sampler is not None:
+            self.overruns_base += self.sampler.overruns
+            try:
+                self.sampler.stop()
+            except Exception:
+                pass
+        self.sampler = None
+
+    @property
+    def overruns(self):
+        """Samples lost since boot."""
+        return self.overruns_base + (self.sampler.overruns if self.sampler is not None else 0)
+
+    def _sample(self):
+        sampler = self.sampler
+        feat = self.features
+        x, y, z = self._bufs
+        while True:
+            n = sampler.poll(x, y, z)
+            if not n:
+                return
+            res = feat.feed(x, y, z, n)
+            if res is not None:
+                self._report(res)
+
+    def _report(self, res):
+        cfg = self.store.cfg
+        ch = cfg["channels"]
+        self.windows += 1
+        rms, peak, vel, zone = res
+        out = [self.windows & 0xFFFFFFFF, self.clock.ms() & 0xFFFFFFFF, self.features.window_n]
+        for arr in (rms, peak, vel):
+            for i in range(3):
+                out.append(_u16(arr[i]) if ch & (1 << i) else 0)
+        t = None
+        if ch & 8 and self.temp is not None:
+            try:
+                t = self.temp.read_cdeg()
+                t = -27315 if t < -27315 else (100000 if t > 100000 else t)
+            except Exception:
+                t = None
+        out.append(t)
+        self.send(T_REPORT, out)
+        pin = cfg.get("alarm_pin")
+        if pin is not None:
+            self.outputs.set(pin, 1 if zone == 3 else 0)
+
+    # -- link --------------------------------------------------------------------------
+
+    def send(self, type_, payload):
+        """Encode and write one frame."""
+        self.stream.write(self.enc.encode(type_, payload))
+        self.frames_sent += 1
+
+    def log(self, level, text):
+        """Send a log frame (text cut to 200 bytes)."""
+        text = text[:200]
+        while len(text.encode()) > 200:
+            text = text[:-1]
+        self.send(T_LOG, [level, text])
+
+    def capabilities(self):
+        """The capability bits announced in hello."""
+        caps = CAP_AUTH | CAP_OUTPUTS | CAP_REBOOT | CAP_PERSIST | CAP_SLIDING
+        if self.temp is not None:
+            caps |= CAP_TEMPERATURE
+        return caps
+
+    def hello(self):
+        """Send hello."""
+        cfg = self.store.cfg
+        self.send(
+            T_HELLO,
+            [
+                cfg["board_id"],
+                list(FW_VERSION),
+                [codec.VERSION_MAJOR, codec.VERSION_MINOR],
+                self.capabilities(),
+                self.boot,
+                self.ver.seq,
+            ],
+        )
+
+    def config_payload(self):
+        """The config message's map."""
+        cfg = self.store.cfg
+        return {i + 1: cfg[k] for i, k in enumerate(CONFIG_KEYS)}
+
+    def status_payload(self):
+        """The status message's array."""
+        return [
+            self.frames_sent & 0xFFFFFFFF,
+            self.frames_rejected & 0xFFFFFFFF,
+            self.overruns & 0xFFFFFFFF,
+            platform.mem_free(),
+            self.load.permille,
+            self.clock.ms() & 0xFFFFFFFF,
+            self.windows & 0xFFFFFFFF,
+        ]
+
+    def nack(self, seq, code, detail):
+        """Refuse the command with sequence number seq."""
+        self.send(T_NACK, [seq & 0xFFFFFFFF, code, detail[:64]])
+
+    def handle(self, chunk):
+        """Verify one received chunk and carry out the command it holds."""
+        try:
+            type_, _session, seq, _auth, obj = self.ver.verify(chunk)
+        except codec.FrameError as exc:
+            self.frames_rejected += 1
+            code = codec.NACK_FOR.get(exc.reason)
+            if code is not None and exc.seq is not None:
+                self.nack(exc.seq, code, exc.reason)
+            return
+        try:
+            self.command(type_, seq, obj)
+        except SystemExit:
+            raise
+        except BadValue as exc:
+            self.nack(seq, codec.E_BAD_VALUE, str(exc))
+        except Exception as exc:
+            platform.log_exception(exc, "command 0x%02x" % type_)
+            self.nack(seq, codec.E_INTERNAL, platform.exception_text(exc)[:64])
+            self.log(LOG_ERROR, "command 0x%02x failed: %s" % (type_, platform.exception_text(exc)))
+
+    def command(self, type_, seq, obj):
+        """Carry out one verified command (payload already checked against its schema)."""
+        if type_ == T_PING:
+            pass
+        elif type_ == T_HELLO_REQUEST:
+            self.hello()
+        elif type_ == T_GET_STATUS:
+            self.send(T_STATUS, self.status_payload())
+        elif type_ == T_GET_CONFIG:
+            self.send(T_CONFIG, self.config_payload())
+        elif type_ == T_SET_CONFIG:
+            self.set_config(obj)
+            self.send(T_CONFIG, self.config_payload())
+        elif type_ == T_SET_OUTPUT:
+            if not self.outputs.set(obj[0], obj[1]):
+                raise BadValue("pin %d is not an output" % obj[0])
+        elif type_ == T_SET_KEY:
+            # The ack goes out under the old key; the new key applies from the next frame.
+            self.send(T_ACK, [seq])
+            self._set_key(obj[0])
+            return
+        elif type_ == T_CLEAR_KEY:
+            self.send(T_ACK, [seq])
+            self._set_key(None)
+            return
+        elif type_ == T_REBOOT:
+            self.send(T_ACK, [seq])
+            self.stop_acquisition()
+            platform.reboot()
+            return
+        else:  # the verifier only lets command types through; keep the contract anyway
+            self.nack(seq, codec.E_UNKNOWN_TYPE, "type")
+            return
+        self.send(T_ACK, [seq])
+
+    def _set_key(self, key):
+        self.enc.set_key(key)
+        self.ver.set_key(key)
+        try:
+            self.store.update(key=key.hex() if key else None)
+        except OSError as exc:
+            self.log(LOG_ERROR, "key not saved: " + platform.exception_text(exc))
+
+    def set_config(self, changes):
+        """Apply a set_config map {1..5: value}; BadValue (nothing changed) if impossible."""
+        cfg = self.store.cfg
+        new = {k: cfg[k] for k in CONFIG_KEYS}
+        for i, value in changes.items():
+            new[CONFIG_KEYS[i - 1]] = value
+        try:
+            self._plan(new["sample_rate_hz"], new["window_ms"], new["hop_ms"], new["machine_class"])
+        except ValueError as exc:
+            raise BadValue(str(exc)[:64])
+        if new == {k: cfg[k] for k in CONFIG_KEYS}:
+            return
+        restart = any(new[k] != cfg[k] for k in CONFIG_KEYS if k != "channels")
+        self.store.update(**new)
+        if restart:
+            self.features = None
+            self.start_acquisition()
+
+    # -- main loop ---------------------------------------------------------------------
+
+    def _flush_logs(self):
+        while self.logs:
+            level, text = self.logs.pop(0)
+            self.log(level, text)
+
+    def poll_link(self, wait_ms):
+        """Wait up to wait_ms for bytes, then handle every complete frame."""
+        t0 = time.ticks_us()
+        ready = self.stream.wait(wait_ms)
+        self.load.idle(time.ticks_diff(time.ticks_us(), t0))
+        if not ready:
+            if (
+                self._escape_at is not None
+                and time.ticks_diff(time.ticks_ms(), self._escape_at) > 100
+            ):
+                return self._check_escape()
+            return True
+        n = self.stream.read(self.rx)
+        if n:
+            before = self.deframer.oversize
+            for chunk in self.deframer.feed(bytes(self.rx[:n])):
+                self.handle(chunk)
+            self.frames_rejected += self.deframer.oversize - before
+            buf = self.deframer.buf
+            if len(buf) >= 4 and buf[-4:] == ESCAPE:
+                self._escape_at = time.ticks_ms()
+            else:
+                self._escape_at = None
+        return not self.stream.closed
+
+    def _check_escape(self):
+        self._escape_at = None
+        buf = self.deframer.buf
+        # Still the unfinished tail after 100 ms of silence: mpremote, not a frame.
+        return not (len(buf) >= 4 and buf[-4:] == ESCAPE)
+
+    def run(self):
+        """Run until the SBC closes the line (Unix port) or mpremote asks for the REPL.
+
+        Returns "repl" or "closed"; reboot never returns.
+        """
+        self.hello()
+        self._flush_logs()
+        while True:
+            self.wdt.feed()
+            if not self.poll_link(5 if self.sampler is not None else 50):
+                if self.stream.closed:
+                    return "closed"
+                self.stop_acquisition()
+                if self.wdt.active:
+                    # A running watchdog would reset the board mid-flash: reboot instead,
+                    # main.py skips the app once (see main.py).
+                    try:
+                        with open("bpiiot_repl_once", "w") as f:
+                            f.write("1")
+                    except OSError:
+                        pass
+                    platform.reboot()
+                return "repl"
+            if self.sampler is not None:
+                try:
+                    self._sample()
+                except Exception as exc:
+                    platform.log_exception(exc, "sampling")
+                    self.stop_acquisition()
+                    self.log(LOG_ERROR, "acquisition stopped: " + platform.exception_text(exc))
+            if self.logs:
+                self._flush_logs()
+
+
+def main():
+    """Entry point used by main.py: run the app; returns "repl" or "closed"."""
+    return App().run()
