@@ -240,20 +240,7 @@ class Board:
         need = _CAPS.get(type(message))
         if need and self.hello is not None and not self.hello.capabilities & need:
             raise Unsupported(f"board {self.hello.board_id} cannot {message.NAME}")
-        with self._cmd_lock:
-            with self.link._write_lock:
-                seq = (self.link.encoder.seq + 1) & wire.U32
-                pending = _Pending(seq, expect, on_ack)
-                self._pending = pending
-                data = self.link.encoder.encode(message)
-                self.link._write(data)
-            try:
-                if not pending.done.wait(self.timeout_s):
-                    raise CommandTimeout(
-                        f"{message.NAME}: no answer within {self.timeout_s:g} s on {self.link.url}"
-                    )
-            finally:
-                self._pending = None
+        pending = self._transact(self.link.encoder.encode, message, expect, on_ack, message.NAME)
         if self._unsupported:
             raise UnsupportedProtocol(self._unsupported)
         if pending.nack is not None:
@@ -261,6 +248,66 @@ class Board:
         if expect is not None and pending.reply is None:
             raise CommandError(f"{message.NAME}: acked without the {expect.NAME} reply")
         return pending.reply  # type: ignore[return-value]
+
+    def raw_command(
+        self,
+        type_: int,
+        payload: bytes,
+        *,
+        seq: int | None = None,
+        session: int | None = None,
+        key: bytes | bool | None = True,
+    ) -> m.Ack | m.Nack:
+        """Send a hand-made command frame and return the ack or nack it gets.
+
+        For conformance testing: ``seq`` and ``session`` default to the next and
+        current ones; ``key=True`` tags with the link's key, None sends untagged,
+        bytes tags with that key. Raises :class:`CommandTimeout` if nothing answers.
+        """
+        link = self.link
+
+        def build(_: m.Message) -> bytes:
+            use = seq if seq is not None else (link.encoder.seq + 1) & wire.U32
+            if seq is None:
+                link.encoder.seq = use
+            enc = link.encoder
+            if key is not True:
+                enc = wire.FrameEncoder(from_host=True, key=key or None, session=enc.session)
+            return enc.encode_raw(type_, payload, use, session)
+
+        ref = seq if seq is not None else (link.encoder.seq + 1) & wire.U32
+        pending = self._transact(build, m.Ping(), None, None, f"type 0x{type_:02x}", ref)
+        if pending.nack is not None:
+            return pending.nack
+        return m.Ack(pending.seq)
+
+    def _transact(
+        self,
+        build: Callable[[m.Message], bytes],
+        message: m.Message,
+        expect: type[m.Message] | None,
+        on_ack: Callable[[], None] | None,
+        what: str,
+        ref_seq: int | None = None,
+    ) -> _Pending:
+        with self._cmd_lock:
+            with self.link._write_lock:
+                seq = ref_seq if ref_seq is not None else (self.link.encoder.seq + 1) & wire.U32
+                pending = _Pending(seq, expect, on_ack)
+                self._pending = pending
+                try:
+                    self.link._write(build(message))
+                except BaseException:
+                    self._pending = None
+                    raise
+            try:
+                if not pending.done.wait(self.timeout_s):
+                    raise CommandTimeout(
+                        f"{what}: no answer within {self.timeout_s:g} s on {self.link.url}"
+                    )
+            finally:
+                self._pending = None
+        return pending
 
     # -- read thread -------------------------------------------------------------
 

@@ -102,6 +102,8 @@ class Frame:
     authenticated: bool
     from_host: bool
     message: Message
+    payload: bytes = b""
+    """The payload bytes as received (for schema checks and logs)."""
 
 
 def check_key(key: bytes | None) -> bytes | None:
@@ -291,7 +293,8 @@ class FrameVerifier:
         # harmless because the position after the item must equal the payload length.
         buf = self._buf
         buf.seek(0)
-        plen = buf.write(body[HEADER_LEN:end])
+        payload = body[HEADER_LEN:end]
+        plen = buf.write(payload)
         buf.seek(0)
         try:
             obj = self._decode()
@@ -326,6 +329,7 @@ class FrameVerifier:
             hm is not None and bool(vf & FLAG_AUTH),
             bool(vf & FLAG_HOST),
             message,
+            payload,
         )
 
     def _check_board_order(self, type_: int, session: int, seq: int) -> None:
