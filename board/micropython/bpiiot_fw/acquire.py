@@ -1,0 +1,180 @@
+"""Timer-paced sampling into preallocated ring buffers.
+
+``Sampler(accel, rate_hz, block=256)`` owns three ``array('h')`` rings (one per
+axis, capacity a power of two, default 8 * block rounded up). Samples are produced
+by a clock, never by the main loop's speed:
+
+- On a board, ``machine.Timer`` calls a soft callback: for a self-clocked sensor
+  (ADXL345 FIFO, ``accel.paced``) every 8 samples' time to drain the FIFO, else
+  (analog ADC) once per sample. The callback only copies into the rings and updates
+  two small-int counters; it allocates nothing. Soft (scheduled) callbacks are used
+  because SPI/I2C transfers are not allowed in hard interrupts on every port.
+- On the Unix port (no usable Timer) the clock is ``time.ticks_us()``: each ``poll``
+  works out how many samples fell due since the previous poll and asks the signal
+  source for exactly those.
+
+``poll(x, y, z)`` copies up to ``len(x)`` waiting samples into the caller's arrays
+and returns how many. If the main loop falls behind by more than the ring capacity,
+the samples that do not fit are dropped and ``overruns`` grows by their number (for
+the ADXL345, by 1 per FIFO found full: how many it lost is unknown). The signal
+source is advanced past dropped samples, so its time stays true; the caller should
+``reset()`` its feature windows when ``overruns`` changes.
+"""
+
+import sys
+import time
+from array import array
+
+import micropython
+from micropython import const
+
+# Counters wrap here; a small int on 32-bit ports, and a multiple of every capacity.
+_MASK = const(0x3FFFFFFF)
+
+
+@micropython.viper
+def _copy(dst, src, s0: int, n: int):
+    # dst[0:n] = src[s0:s0+n] with wrap-around; len(src) is a power of two.
+    d = ptr16(dst)
+    s = ptr16(src)
+    m = int(len(src)) - 1
+    j = 0
+    while j < n:
+        d[j] = s[(s0 + j) & m]
+        j += 1
+
+
+def _host():
+    # The Unix (and other OS-hosted) ports have no usable machine.Timer.
+    return sys.platform in ("linux", "darwin", "win32", "windows", "webassembly")
+
+
+class Sampler:
+    """Paced acquisition from one accelerometer into ring buffers."""
+
+    def __init__(self, accel, rate_hz, block=256, capacity=None, clock=None):
+        accel.set_rate(rate_hz)  # ValueError for a rate the sensor cannot do
+        self.accel = accel
+        self.rate_hz = rate_hz
+        self.block = block
+        cap = capacity or 8 * block
+        c = 1
+        while c < cap:
+            c <<= 1
+        self.capacity = c
+        self._rx = array("h", bytes(2 * c))
+        self._ry = array("h", bytes(2 * c))
+        self._rz = array("h", bytes(2 * c))
+        self._w = 0  # written, only the producer changes it
+        self._r = 0  # read, only poll changes it
+        #: Samples dropped because the ring was full (never silently lost).
+        self.overruns = 0
+        self._clock = clock
+        self._host = clock is not None or _host()
+        self._timer = None
+        self._cb = self._tick  # bound once: the callback must not allocate
+        self._acc = 0
+        self._last = 0
+        self._fifo_seen = 0
+        self.running = False
+
+    def start(self):
+        """Start the sensor and the clock that paces it."""
+        self.accel.start()
+        self._w = self._r = 0
+        self._acc = 0
+        self.running = True
+        if self._host:
+            self._last = self._now()
+            return
+        import machine
+
+        try:
+            tim = machine.Timer(-1)
+        except (ValueError, TypeError):
+            tim = machine.Timer(0)
+        freq = self.rate_hz // 8 if self.accel.paced else self.rate_hz
+        tim.init(freq=freq, mode=machine.Timer.PERIODIC, callback=self._cb)
+        self._timer = tim
+
+    def stop(self):
+        """Stop the timer and the sensor."""
+        self.running = False
+        if self._timer is not None:
+            self._timer.deinit()
+            self._timer = None
+        self.accel.stop()
+
+    def _now(self):
+        if self._clock is not None:
+            return self._clock()
+        return time.ticks_us()
+
+    def available(self):
+        """Samples waiting in the ring."""
+        return (self._w - self._r) & _MASK
+
+    def _fill(self, k):
+        # Write k samples from the sensor at the ring head (two segments on wrap).
+        cap = self.capacity
+        head = self._w & (cap - 1)
+        first = cap - head
+        if first > k:
+            first = k
+        got = self.accel.read(self._rx, self._ry, self._rz, head, first)
+        if got == first and k > first:
+            got += self.accel.read(self._rx, self._ry, self._rz, 0, k - first)
+        self._w = (self._w + got) & _MASK
+        return got
+
+    def _tick(self, _t):
+        # Timer callback (board): no allocation, no exceptions expected.
+        free = self.capacity - ((self._w - self._r) & _MASK)
+        a = self.accel
+        if a.paced:
+            if free:
+                self._fill(free)
+            ff = a.fifo_full
+            if ff != self._fifo_seen:
+                self.overruns += ff - self._fifo_seen
+                self._fifo_seen = ff
+        elif free:
+            self._fill(1)
+        else:
+            self.overruns += 1
+
+    def _produce(self):
+        # Unix port: the clock says how many samples are due; produce exactly those.
+        now = self._now()
+        if self._clock is not None:
+            el = now - self._last
+        else:
+            el = time.ticks_diff(now, self._last)
+        self._last = now
+        self._acc += el * self.rate_hz
+        due = self._acc // 1000000
+        self._acc -= due * 1000000
+        free = self.capacity - ((self._w - self._r) & _MASK)
+        k = due if due < free else free
+        if k:
+            self._fill(k)
+        if due > k:
+            self.overruns += due - k
+            skip = getattr(self.accel, "skip", None)
+            if skip is not None:
+                skip(due - k)
+
+    def poll(self, x, y, z):
+        """Copy up to len(x) waiting samples into x, y, z; return how many."""
+        if self._host and self.running:
+            self._produce()
+        n = (self._w - self._r) & _MASK
+        if n > len(x):
+            n = len(x)
+        if n:
+            r = self._r & (self.capacity - 1)
+            _copy(x, self._rx, r, n)
+            _copy(y, self._ry, r, n)
+            _copy(z, self._rz, r, n)
+            self._r = (self._r + n) & _MASK
+        return n
