@@ -776,6 +776,16 @@ def sequence(bk: Book) -> None:
         seq=1,
         prior={"session": 8, "seq": 50},
     )
+    bk.add(
+        f,
+        "board-hello-request-untagged-keyed",
+        "hello request without a tag at a keyed board: sessions are exempt, keys are not",
+        receiver="board",
+        key=KEY,
+        prior={"session": 8, "seq": 50},
+        wire_hex=wire(body(0x47, cbor2.dumps([]), session=3, seq=1, flags=HOST)),
+        verdict="unauthenticated",
+    )
     bk.ok(
         f,
         "board-fresh-session",

@@ -49,6 +49,14 @@ class CommandNacked(CommandError):
         super().__init__(f"board refused {command}: {nack.code_name} ({nack.code}) {nack.detail}")
 
 
+class KeyRequired(CommandError):
+    """The board wants authenticated frames and this link has no key, or the wrong one."""
+
+    def __init__(self, message: str, nack: CommandNacked) -> None:
+        super().__init__(message)
+        self.nack = nack
+
+
 class UnsupportedProtocol(BpiiotError):
     """The board speaks a protocol major version this SDK does not."""
 
@@ -129,6 +137,14 @@ class Board:
                 hello = self._command(m.HelloRequest(), m.Hello)
                 assert isinstance(hello, m.Hello)
                 return hello
+            except CommandNacked as exc:
+                if exc.code == m.NackCode.UNAUTHENTICATED:
+                    raise KeyRequired(
+                        f"{self.link.url}: the board refuses untagged or wrongly tagged "
+                        "frames; connect with its MAC key (key=..., --key-file)",
+                        exc,
+                    ) from None
+                raise
             except CommandTimeout as exc:
                 last = exc
                 foreign = self.link.foreign_version

@@ -507,7 +507,7 @@ class Reboot(_Empty):
 
 
 class HelloRequest(_Empty):
-    """Ask for a :class:`Hello`; answered in any session, with or without a tag."""
+    """Ask for a :class:`Hello`; answered in any session (a keyed board wants a tag)."""
 
     TYPE: ClassVar[int] = 0x47
     NAME: ClassVar[str] = "hello_request"
