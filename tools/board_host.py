@@ -73,6 +73,7 @@ class BoardHost:
         restart: bool = True,
     ) -> None:
         self._tmp: str | None = None
+        self._final_log: str | None = None
         if fs_dir is None:
             self._tmp = tempfile.mkdtemp(prefix="bpiiot-board-")
             fs = Path(self._tmp) / "fs"
@@ -142,6 +143,7 @@ class BoardHost:
             self._log.close()
             self._log = None
         if self._tmp is not None:
+            self._final_log = self.read_log()  # still readable after the directory is gone
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
 
@@ -173,6 +175,8 @@ class BoardHost:
 
     def read_log(self) -> str:
         """Everything the processes wrote to stderr so far."""
+        if self._final_log is not None:
+            return self._final_log
         try:
             return self.log_path.read_text(errors="replace")
         except OSError:

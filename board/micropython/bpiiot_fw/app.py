@@ -69,6 +69,9 @@ class App:
         problem = self.store.load()
         cfg = self.store.cfg
         self.logs = []  # log frames to send once the link is up
+        # Repeated after every hello request until the file is rewritten: the boot-time
+        # log frame is usually lost (pyserial flushes its input when it opens).
+        self.problem = problem
         if problem:
             self.logs.append((LOG_WARNING, problem))
         try:
@@ -105,6 +108,7 @@ class App:
         self._dsp = None
         self._bufs = None
         self._escape_at = None
+        self._seen_overruns = 0
         self.start_acquisition()
 
     # -- acquisition -------------------------------------------------------------------
@@ -142,7 +146,7 @@ class App:
                 cfg["sample_rate_hz"], cfg["window_ms"], cfg["hop_ms"], cfg["machine_class"]
             )
             if self.accel is None:
-                self.accel = sensors.make_accel(cfg["sensor"])
+                self.accel = sensors.make_accel(cfg["sensor"], cfg["sample_rate_hz"])
             if self.temp is None:
                 try:
                     self.temp = sensors.make_temp(cfg["sensor"])
@@ -159,6 +163,7 @@ class App:
             )
             sampler = acquire.Sampler(self.accel, cfg["sample_rate_hz"], block=block)
             sampler.start()
+            self._seen_overruns = 0
             self.sampler = sampler
             self.features = feat
         except Exception as exc:
@@ -188,6 +193,10 @@ class App:
         x, y, z = self._bufs
         while True:
             n = sampler.poll(x, y, z)
+            if sampler.overruns != self._seen_overruns:
+                # Samples were lost: a window across the gap would mix two signals.
+                self._seen_overruns = sampler.overruns
+                feat.reset()
             if not n:
                 return
             res = feat.feed(x, y, z, n)
@@ -300,6 +309,8 @@ class App:
             pass
         elif type_ == T_HELLO_REQUEST:
             self.hello()
+            if self.problem:
+                self.logs.append((LOG_WARNING, self.problem))
         elif type_ == T_GET_STATUS:
             self.send(T_STATUS, self.status_payload())
         elif type_ == T_GET_CONFIG:
@@ -334,6 +345,7 @@ class App:
         self.ver.set_key(key)
         try:
             self.store.update(key=key.hex() if key else None)
+            self.problem = None
         except OSError as exc:
             self.log(LOG_ERROR, "key not saved: " + platform.exception_text(exc))
 
@@ -351,6 +363,7 @@ class App:
             return
         restart = any(new[k] != cfg[k] for k in CONFIG_KEYS if k != "channels")
         self.store.update(**new)
+        self.problem = None
         if restart:
             self.features = None
             self.start_acquisition()

@@ -1,0 +1,375 @@
+"""The MicroPython firmware in the Unix port over a pty, driven with the SDK's wire
+module: hello, every command, nack codes, MAC on and off, persistence across
+reboots, garbage, and no crash text ever in the stream."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from bpiiot import messages as m
+from bpiiot import wire
+from fw_link import BoardHost, Client
+
+KEY = bytes(range(0xA0, 0xC0))
+OTHER_KEY = bytes(range(16))
+
+
+@pytest.fixture
+def board() -> Iterator[tuple[BoardHost, Client]]:
+    host = BoardHost()
+    port = host.start()
+    client = Client(port)
+    try:
+        yield host, client
+    finally:
+        client.close()
+        host.stop()
+    # Whatever happened, no text (a traceback, a REPL banner) reached the stream.
+    assert b"Traceback" not in client.raw
+    assert b"MicroPython" not in client.raw
+
+
+def _status(client: Client) -> m.Status:
+    replies, ack = client.command(m.GetStatus())
+    assert isinstance(ack.message, m.Ack)
+    assert len(replies) == 1 and isinstance(replies[0].message, m.Status)
+    return replies[0].message
+
+
+def _config(client: Client) -> m.Config:
+    replies, ack = client.command(m.GetConfig())
+    assert isinstance(ack.message, m.Ack)
+    assert isinstance(replies[0].message, m.Config)
+    return replies[0].message
+
+
+def test_hello_every_command_and_reports(board: tuple[BoardHost, Client]) -> None:
+    host, c = board
+    hello = c.sync()
+    assert hello.board_id == "bpiiot-mp"
+    assert hello.protocol_version == (1, 0)
+    assert hello.firmware_version == (0, 1, 0)
+    caps = m.CAP_AUTH | m.CAP_OUTPUTS | m.CAP_REBOOT | m.CAP_PERSIST | m.CAP_SLIDING
+    assert hello.capabilities & caps == caps
+    assert hello.boot_counter == 1
+
+    replies, ack = c.command(m.Ping())
+    assert isinstance(ack.message, m.Ack) and not replies
+
+    status = _status(c)
+    assert status.frames_sent >= 3 and 0 < status.free_memory_bytes < 192 * 1024
+    assert status.frames_rejected == 0
+
+    assert _config(c) == m.Config(1600, 1000, 1000, 15, 2)
+
+    # hello_request: hello first, then the ack.
+    replies, ack = c.command(m.HelloRequest())
+    assert isinstance(ack.message, m.Ack) and isinstance(replies[0].message, m.Hello)
+    assert replies[0].message.last_host_seq == c.enc.seq
+
+    # set_config: config then ack; windows of 500 ms at 1600 S/s carry 800 samples.
+    replies, ack = c.command(m.SetConfig(window_ms=500, hop_ms=250, channels=0b0011))
+    assert isinstance(ack.message, m.Ack), ack.message
+    assert replies[0].message == m.Config(1600, 500, 250, 3, 2)
+    c.reports.clear()
+    deadline = time.monotonic() + 5
+    while len(c.reports) < 3 and time.monotonic() < deadline:
+        c.recv(0.2)
+    assert len(c.reports) >= 3
+    r = c.reports[-1]
+    assert r.samples == 800
+    assert r.acc_rms_mg[2] == 0 and r.acc_peak_mg[2] == 0 and r.vel_rms_um_s[2] == 0  # z off
+    assert r.acc_rms_mg[0] > 0 and r.temperature_cdeg_c is None  # temperature off
+    assert c.reports[-1].window_seq == c.reports[-2].window_seq + 1
+    # Sliding: 250 ms hop, so about 4 reports per second, not 2.
+    t0 = time.monotonic()
+    n0 = len(c.reports)
+    while time.monotonic() - t0 < 1.5:
+        c.recv(0.1)
+    assert len(c.reports) - n0 >= 4
+
+    # set_output: ack, and the host driver records the state.
+    replies, ack = c.command(m.SetOutput(2, 1))
+    assert isinstance(ack.message, m.Ack)
+    assert json.loads((host.fs_dir / "outputs.json").read_text())["2"] == 1
+    replies, ack = c.command(m.SetOutput(2, 0))
+    assert json.loads((host.fs_dir / "outputs.json").read_text())["2"] == 0
+
+    status = _status(c)
+    assert status.windows >= 3 and status.overruns == 0
+    assert 0 <= status.cpu_load_permille <= 1000
+
+
+def test_nack_codes(board: tuple[BoardHost, Client]) -> None:
+    host, c = board
+    c.sync()
+    ping = b"\x80"
+
+    def nack(data: bytes) -> m.Nack:
+        _, reply = c.exchange(data)
+        assert isinstance(reply.message, m.Nack), reply.message
+        return reply.message
+
+    assert nack(c.frame(0x50, ping)).code == m.NackCode.UNKNOWN_TYPE
+    assert nack(c.frame(0x7F, ping)).code == m.NackCode.UNKNOWN_TYPE
+    assert nack(c.frame(m.Ping.TYPE, b"\xff")).code == m.NackCode.BAD_ARGS  # not CBOR
+    assert nack(c.frame(m.Ping.TYPE, b"\x80\x00")).code == m.NackCode.BAD_ARGS  # trailing
+    assert nack(c.frame(m.Ping.TYPE, b"\xf6")).code == m.NackCode.BAD_ARGS  # null
+    assert nack(c.frame(m.SetOutput.TYPE, b"\x82\x01\x02")).code == m.NackCode.BAD_ARGS
+    assert nack(c.frame(m.SetOutput.TYPE, b"\x82\x01\xf9\x3c\x00")).code == m.NackCode.BAD_ARGS
+    assert nack(c.frame(m.SetConfig.TYPE, b"\xa1\x01\xf5")).code == m.NackCode.BAD_ARGS  # true
+    _, ack = c.command(m.Ping())
+    assert isinstance(ack.message, m.Ack)
+    seq = c.enc.seq  # the last accepted seq (refused frames do not count)
+    # Replay: the same seq again; and an older one.
+    assert nack(c.frame(m.Ping.TYPE, ping, seq=seq)).code == m.NackCode.REPLAY
+    assert nack(c.frame(m.Ping.TYPE, ping, seq=1)).code == m.NackCode.REPLAY
+    wrong = (c.enc.session + 1) & 0xFFFF
+    assert nack(c.frame(m.Ping.TYPE, ping, session=wrong)).code == m.NackCode.BAD_SESSION
+    # The refused frames did not advance the replay state: the next seq works.
+    _, ack = c.command(m.Ping())
+    assert isinstance(ack.message, m.Ack)
+
+    # Well-formed but impossible values: bad_value, and nothing changes.
+    for cmd in (
+        m.SetConfig(sample_rate_hz=1000),
+        m.SetConfig(window_ms=500, hop_ms=1000),
+        m.SetConfig(window_ms=1000, hop_ms=300),
+        m.SetConfig(sample_rate_hz=3200, window_ms=9000),
+        m.SetOutput(99, 1),
+    ):
+        replies, reply = c.command(cmd)
+        assert isinstance(reply.message, m.Nack), cmd
+        assert reply.message.code == m.NackCode.BAD_VALUE, cmd
+        assert not replies
+    assert _config(c) == m.Config(1600, 1000, 1000, 15, 2)
+    assert not (host.fs_dir / "outputs.json").read_text().count('"99"')
+
+    # Checks 1-7 are silent: a bad CRC, a board-direction frame; then counted.
+    before = _status(c).frames_rejected
+    good = bytearray(wire.cobs.decode(c.frame(m.Ping.TYPE, ping)[:-1]))
+    good[-1] ^= 1
+    c.write(wire.cobs.encode(bytes(good)) + b"\0")
+    board_enc = wire.FrameEncoder(from_host=False, session=c.enc.session)
+    c.write(board_enc.encode_raw(m.Ping.TYPE, ping, c.enc.seq + 5))
+    assert c.recv(0.5, (m.Ack, m.Nack)) is None
+    after = _status(c).frames_rejected
+    assert after - before == 2
+    # Every nack above was counted too (10 so far + the 2 silent ones).
+    assert after >= 12
+
+
+def test_mac_on_and_off(board: tuple[BoardHost, Client]) -> None:
+    host, c = board
+    c.sync()
+    # set_key: the ack still goes out under the old (no) key.
+    _, ack = c.command(m.SetKey(KEY))
+    assert isinstance(ack.message, m.Ack) and not ack.authenticated
+    assert "key" in json.loads((host.fs_dir / "bpiiot.json").read_text())
+    c.set_key(KEY)
+    _, ack = c.command(m.Ping())
+    assert isinstance(ack.message, m.Ack) and ack.authenticated
+    # Untagged and wrongly tagged commands: nack unauthenticated (tagged with the key).
+    _, nack = c.exchange(c.frame(m.Ping.TYPE, b"\x80", key=None))
+    assert isinstance(nack.message, m.Nack) and nack.authenticated
+    assert nack.message.code == m.NackCode.UNAUTHENTICATED
+    _, nack = c.exchange(c.frame(m.Ping.TYPE, b"\x80", key=OTHER_KEY))
+    assert isinstance(nack.message, m.Nack)
+    assert nack.message.code == m.NackCode.UNAUTHENTICATED
+    # Re-keying needs the old key: an untagged set_key is refused.
+    _, nack = c.exchange(c.frame(m.SetKey.TYPE, wire.encode_payload([OTHER_KEY]), key=None))
+    assert isinstance(nack.message, m.Nack)
+    # The key survives a reboot: the new session's hello is tagged.
+    _, ack = c.command(m.Reboot())
+    assert isinstance(ack.message, m.Ack)
+    assert host.wait_boots(2)
+    hello = c.sync()
+    assert hello.boot_counter == 2
+    _, ack = c.command(m.Ping())
+    assert ack.authenticated and isinstance(ack.message, m.Ack)
+    # clear_key: acked under the key, then plain frames work again.
+    _, ack = c.command(m.ClearKey())
+    assert isinstance(ack.message, m.Ack) and ack.authenticated
+    c.set_key(None)
+    _, ack = c.command(m.Ping())
+    assert isinstance(ack.message, m.Ack) and not ack.authenticated
+    assert json.loads((host.fs_dir / "bpiiot.json").read_text())["key"] is None
+
+
+def test_persistence_boot_counter_and_session(board: tuple[BoardHost, Client]) -> None:
+    host, c = board
+    h1 = c.sync()
+    s1 = c.enc.session
+    _, ack = c.command(m.SetConfig(sample_rate_hz=3200, window_ms=500, hop_ms=500, machine_class=1))
+    assert isinstance(ack.message, m.Ack)
+    _, ack = c.command(m.Reboot())
+    assert isinstance(ack.message, m.Ack)
+    assert host.wait_boots(2)
+    h2 = c.sync()
+    assert h2.boot_counter == h1.boot_counter + 1
+    assert c.enc.session == (s1 + 1) & 0xFFFF
+    # A fresh session: the board forgot the last host seq, and the config survived.
+    assert h2.last_host_seq <= 1
+    assert _config(c) == m.Config(3200, 500, 500, 15, 1)
+    # A frame naming the old session is refused.
+    _, nack = c.exchange(c.frame(m.Ping.TYPE, b"\x80", session=s1))
+    assert isinstance(nack.message, m.Nack) and nack.message.code == m.NackCode.BAD_SESSION
+    # Power cut: killed mid-run, the next boot still counts.
+    host.kill_firmware()
+    assert host.wait_boots(3)
+    h3 = c.sync()
+    assert h3.boot_counter == 3
+    assert json.loads((host.fs_dir / "bpiiot.json").read_text())["boot"] == 3
+    assert not (host.fs_dir / "bpiiot.json.tmp").exists()
+
+
+def test_garbage_and_mid_frame_restart(board: tuple[BoardHost, Client]) -> None:
+    host, c = board
+    c.sync()
+    rnd = bytes((i * 7919 + 13) % 256 for i in range(3000)).replace(b"\r\x03\r\x01", b"")
+    c.write(rnd)
+    frame = c.frame(m.Ping.TYPE, b"\x80")
+    c.write(frame[: len(frame) // 2])  # a frame cut in half, then a restart
+    c.write(b"\x11" * 2000)  # an oversize chunk, dropped without buffering
+    c.write(b"\0")
+    _, ack = c.command(m.Ping())
+    assert isinstance(ack.message, m.Ack)
+    status = _status(c)
+    assert status.frames_rejected >= 3
+    assert host.boots == 1  # it never restarted
+
+
+def test_corrupt_config_falls_back_to_defaults() -> None:
+    host = BoardHost()
+    (host.fs_dir / "bpiiot.json").write_text('{"board_id": "x", "boot": 41, "channels": ')
+    port = host.start()
+    c = Client(port)
+    try:
+        hello = c.sync()
+        assert hello.board_id == "bpiiot-mp"
+        # The counter was unreadable in the damaged file: counting restarts at 1.
+        assert hello.boot_counter == 1
+        log = c.recv(2.0, (m.Log,))
+        assert log is not None and "corrupt" in log.message.text
+        assert log.message.level == 2
+        assert _config(c) == m.Config(1600, 1000, 1000, 15, 2)
+        assert json.loads((host.fs_dir / "bpiiot.json").read_text())["boot"] == 1
+    finally:
+        c.close()
+        host.stop()
+
+
+def test_bad_sensor_config_keeps_the_link_up() -> None:
+    host = BoardHost()
+    cfg = {"board_id": "press-3", "sensor": {"accel": "no-such-sensor"}}
+    (host.fs_dir / "bpiiot.json").write_text(json.dumps(cfg))
+    port = host.start()
+    c = Client(port)
+    try:
+        hello = c.sync()
+        assert hello.board_id == "press-3"
+        _, ack = c.command(m.Ping())
+        assert isinstance(ack.message, m.Ack)
+        assert _status(c).windows == 0
+        assert "no-such-sensor" in host.read_log()
+    finally:
+        c.close()
+        host.stop()
+    assert b"Traceback" not in c.raw
+
+
+def test_crashes_go_to_stderr_never_into_the_stream() -> None:
+    host = BoardHost()
+    # A sensor that fails mid-run: the app stops acquisition, logs it, keeps answering.
+    sensors = host.fs_dir / "bpiiot_fw" / "sensors.py"
+    sensors.write_text(
+        sensors.read_text()
+        + "\n_orig = SignalSource.read\n"
+        + "def _boom(self, *a):\n    raise OSError(5, 'sensor gone')\n"
+        + "SignalSource.read = _boom\n"
+    )
+    port = host.start()
+    c = Client(port)
+    try:
+        c.sync()
+        deadline = time.monotonic() + 3
+        while not any("acquisition stopped" in lg.text for lg in c.logs):
+            assert time.monotonic() < deadline, c.logs
+            c.recv(0.2)
+        _, ack = c.command(m.Ping())
+        assert isinstance(ack.message, m.Ack)
+    finally:
+        c.close()
+        host.stop()
+    # The failure travelled as a log frame; every byte on the line was part of a frame.
+    assert b"Traceback" not in c.raw and not c.errors
+    assert "sensor gone" in host.read_log()
+
+    # The app itself crashing at import: main.py catches it; traceback on stderr only.
+    host = BoardHost(restart=False)
+    (host.fs_dir / "bpiiot_fw" / "app.py").write_text("raise RuntimeError('app broken')\n")
+    port = host.start()
+    c = Client(port)
+    try:
+        deadline = time.monotonic() + 5
+        while not host.exit_codes and time.monotonic() < deadline:
+            c._pump(0.1)
+        assert host.exit_codes == [1]
+        c._pump(0.2)
+    finally:
+        c.close()
+        host.stop()
+    assert b"Traceback" not in c.raw and b"app broken" not in c.raw
+    assert "app broken" in host.read_log() and "Traceback" in host.read_log()
+
+
+def test_mpremote_escape_stops_the_app_and_frames_do_not(board: tuple[BoardHost, Client]) -> None:
+    host, c = board
+    c.sync()
+    # The escape bytes inside a frame that continues at once: not an escape.
+    c.write(b"\r\x03\r\x01" + b"garbage\0")
+    _, ack = c.command(m.Ping())
+    assert isinstance(ack.message, m.Ack)
+    assert host.boots == 1 and host.repl_runs == 0
+    # mpremote's Ctrl-C, Ctrl-A then silence: the app leaves for the REPL (exit 76).
+    c.write(b"\r\x03\r\x01")
+    deadline = time.monotonic() + 3
+    while host.repl_runs == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert host.exit_codes[:1] == [76] and host.repl_runs == 1
+    c.write(b"\r\x01")
+    out = bytearray()
+    deadline = time.monotonic() + 3
+    while b"raw REPL; CTRL-B to exit" not in out and time.monotonic() < deadline:
+        out += c.ser.read(256)
+    assert b"raw REPL; CTRL-B to exit" in out
+    # Leaving the REPL (a soft reset) boots the firmware again.
+    c.write(b"import sys\nsys.exit(0)\x04")
+    assert host.wait_boots(2)
+    assert host.exit_codes[1:] == [0]
+    # The REPL's own text was expected up to here; from now on, frames only.
+    time.sleep(0.2)
+    c.ser.reset_input_buffer()
+    c.raw.clear()
+    c.deframer = wire.Deframer()
+    hello = c.sync()
+    assert hello.boot_counter == 2
+
+
+def test_host_stops_every_process(tmp_path: Path) -> None:
+    host = BoardHost(tmp_path / "fs", source=None)
+    assert host.fs_dir == tmp_path / "fs"
+    host.start()
+    deadline = time.monotonic() + 3
+    while host.pid is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pid = host.pid
+    assert pid is not None and host.repl_runs == 1  # no main.py: a bare REPL
+    host.stop()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
