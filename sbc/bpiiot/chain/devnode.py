@@ -97,7 +97,8 @@ class DevNode:
     """One local node process; use as a context manager or call :meth:`start`/:meth:`stop`.
 
     ``state_path`` (anvil only) keeps the chain across :meth:`restart`, like a real node that
-    goes down and comes back; without it a restart starts a fresh chain.
+    goes down and comes back; without it a restart starts a fresh chain. ``extra_args`` go
+    to the node's command line as they are (e.g. ``["--hardfork", "berlin"]`` for anvil).
     """
 
     def __init__(
@@ -107,12 +108,14 @@ class DevNode:
         port: int | None = None,
         chain_id: int = DEV_CHAIN_ID,
         state_path: Path | None = None,
+        extra_args: list[str] | None = None,
         startup_timeout: float = 30.0,
     ) -> None:
         self.kind: NodeKind = kind
         self.port = port or free_port()
         self.chain_id = chain_id
         self.state_path = state_path
+        self.extra_args = list(extra_args or [])
         self.startup_timeout = startup_timeout
         self._proc: subprocess.Popen[bytes] | None = None
         self._root = find_repo_root()
@@ -141,13 +144,14 @@ class DevNode:
             ]
             if self.state_path is not None:
                 cmd += ["--state", str(self.state_path)]
-            return cmd
+            return cmd + self.extra_args
         cli = self._root / "node_modules/hardhat/internal/cli/cli.js"
         if not cli.is_file():
             raise DevNodeError(f"hardhat not found at {cli}: run `npm ci` at the repo root")
         if self.chain_id != DEV_CHAIN_ID:
             raise DevNodeError("the Hardhat dev node runs with chain id 31337 only")
-        return ["node", str(cli), "node", "--hostname", "127.0.0.1", "--port", str(self.port)]
+        cmd = ["node", str(cli), "node", "--hostname", "127.0.0.1", "--port", str(self.port)]
+        return cmd + self.extra_args
 
     def start(self) -> DevNode:
         """Start the node and wait until it answers ``eth_chainId``."""

@@ -136,6 +136,14 @@ class NonceJournal:
                 (time.time(), *self._key(), nonce),
             )
 
+    def settled(self, nonce: int) -> None:
+        """Forget a nonce whose transaction is mined (it can never be reused)."""
+        with self._lock:
+            self._conn.execute(
+                "DELETE FROM nonce_use WHERE chain_id=? AND address=? AND nonce=? AND state='sent'",
+                (*self._key(), nonce),
+            )
+
     def in_flight(self) -> list[InFlight]:
         """Sent transactions not yet known to be below the node's count, lowest nonce first."""
         with self._lock:

@@ -250,6 +250,14 @@ class Outbox:
         """The call will not happen (reverted, or its nonce went to another transaction)."""
         self._update(entry.id, state=FAILED, last_error=error, revert_reason=reason)
 
+    def note_paused(self, error: str) -> None:
+        """Show on every open entry why nothing moves (the node is down)."""
+        with self._lock:
+            self._conn.execute(
+                "UPDATE outbox SET last_error=?, updated=? WHERE state IN (?, ?)",
+                (error, time.time(), QUEUED, SUBMITTED),
+            )
+
     def note_error(self, entry: OutboxEntry, error: str) -> None:
         """Keep the entry where it is, but show why it has not moved."""
         self._update(entry.id, last_error=error, attempts=entry.attempts + 1)
@@ -303,6 +311,7 @@ class OutboxSender:
             # Nothing is lost: entries stay queued/submitted; next pass starts with recover().
             self._recover = True
             report.node_error = str(e)
+            self.outbox.note_paused(str(e))
             log.warning("outbox paused: %s", e)
         return report
 
@@ -373,6 +382,8 @@ class OutboxSender:
             else:
                 return
         mined_hash = HexBytes(receipt["transactionHash"]).to_0x_hex()
+        assert entry.nonce is not None
+        sender.journal.settled(entry.nonce)
         try:
             sender.check_status(receipt, self._request(entry))
         except TransactionReverted as e:

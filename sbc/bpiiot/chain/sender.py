@@ -248,6 +248,7 @@ class TransactionSender:
         while True:
             receipt = self.find_receipt(hashes)
             if receipt is not None:
+                self.journal.settled(sub.nonce)
                 self.check_status(receipt, sub.request)
                 if self.confirmations_of(receipt) >= self.confirmations:
                     return receipt

@@ -1,0 +1,158 @@
+"""The outbox: idempotent queueing, draining, and surviving a node that is down or restarted."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from bpiiot.chain.contracts import MachineService, PartReplacement
+from bpiiot.chain.devnode import DevNode
+from bpiiot.chain.outbox import (
+    CONFIRMED,
+    FAILED,
+    QUEUED,
+    SUBMITTED,
+    Outbox,
+    OutboxConflict,
+    OutboxSender,
+)
+from bpiiot.chain.sender import TransactionSender
+
+from tests.sbc.chain.helpers import ETHER, Parties, SenderFactory, fresh_signer
+
+EVIDENCE = b"\x22" * 32
+PRICE = ETHER // 50
+
+
+def _drain_until(ob: OutboxSender, state: str, key: str, passes: int = 50) -> None:
+    for _ in range(passes):
+        ob.drain_once()
+        entry = ob.outbox.get(key)
+        assert entry is not None
+        if entry.state == state:
+            return
+    raise AssertionError(f"{key} never reached {state}: {ob.outbox.get(key)}")
+
+
+def _outbox_sender(db: sqlite3.Connection, sender: TransactionSender, p: Parties) -> OutboxSender:
+    return OutboxSender(
+        Outbox(db),
+        sender,
+        {
+            MachineService.NAME: p.service.with_sender(sender),
+            PartReplacement.NAME: p.parts.with_sender(sender),
+        },
+    )
+
+
+def test_same_key_is_queued_and_executed_once(parties: Parties, db: sqlite3.Connection) -> None:
+    p = parties
+    p.parts.with_sender(p.supplier).set_price(3, PRICE)
+    ob = _outbox_sender(db, p.machine, p)
+    args = [3, 1, EVIDENCE]
+    first, created = ob.outbox.enqueue(
+        "temp-high:pump1:2026-11-25T10", "PartReplacement", "orderPart", args, PRICE
+    )
+    again, created_again = ob.outbox.enqueue(
+        "temp-high:pump1:2026-11-25T10", "PartReplacement", "orderPart", args, PRICE
+    )
+    assert created and not created_again and again.id == first.id
+    ob.outbox.enqueue("vib:pump1:1", "MachineService", "requestService", [EVIDENCE, 12])
+    _drain_until(ob, CONFIRMED, "temp-high:pump1:2026-11-25T10")
+    _drain_until(ob, CONFIRMED, "vib:pump1:1")
+    # A rule that fires again after the call went through still does not order twice.
+    ob.outbox.enqueue("temp-high:pump1:2026-11-25T10", "PartReplacement", "orderPart", args, PRICE)
+    ob.drain_once()
+    assert p.parts.order_count() == 1 and p.service.request_count() == 1
+    assert p.parts.order(1).amount == PRICE
+    entry = ob.outbox.get("vib:pump1:1")
+    assert entry is not None and entry.mined_hash in entry.tx_hashes and entry.block_number
+    assert ob.outbox.counts() == {CONFIRMED: 2}
+
+
+def test_same_key_for_another_call_is_a_conflict(db: sqlite3.Connection) -> None:
+    outbox = Outbox(db)
+    outbox.enqueue("k", "MachineService", "requestService", [EVIDENCE, 1])
+    with pytest.raises(OutboxConflict, match="'k'"):
+        outbox.enqueue("k", "MachineService", "requestService", [EVIDENCE, 2])
+
+
+def test_reverting_call_fails_with_its_reason(parties: Parties, db: sqlite3.Connection) -> None:
+    ob = _outbox_sender(db, parties.machine, parties)
+    ob.outbox.enqueue("bad", "PartReplacement", "orderPart", [404, 1, EVIDENCE], 1)
+    report = ob.drain_once()
+    entry = ob.outbox.get("bad")
+    assert entry is not None and entry.state == FAILED and report.failed == 1
+    assert entry.revert_reason == "PartReplacement: part not listed"
+
+
+def test_node_down_keeps_everything_queued(
+    make_sender: SenderFactory, db: sqlite3.Connection, tmp_path: Path
+) -> None:
+    with DevNode("anvil", state_path=tmp_path / "anvil-state.json") as dev:
+        p = Parties(dev, make_sender, shipping_window_s=3600)
+        ob = _outbox_sender(db, p.machine, p)
+        dev.stop()
+        for i in range(3):
+            ob.outbox.enqueue(f"vib:{i}", "MachineService", "requestService", [EVIDENCE, i])
+        report = ob.drain_once()
+        assert report.node_error is not None and "not reachable" in report.node_error
+        entries = ob.outbox.entries()
+        assert [e.state for e in entries] == [QUEUED] * 3
+        assert entries[0].last_error is not None and "not reachable" in entries[0].last_error
+        # The queue lives in SQLite: a new Outbox on the same database sees it all.
+        assert Outbox(db).counts() == {QUEUED: 3}
+        dev.start()
+        for i in range(3):
+            _drain_until(ob, CONFIRMED, f"vib:{i}")
+        assert p.service.request_count() == 3
+        assert [p.service.request(i + 1).fault_code for i in range(3)] == [0, 1, 2]
+
+
+def test_node_restarted_mid_flight(
+    make_sender: SenderFactory, db: sqlite3.Connection, tmp_path: Path
+) -> None:
+    """Submitted, node restarts without its mempool: the same bytes are re-broadcast once."""
+    with DevNode("anvil", state_path=tmp_path / "anvil-state.json") as dev:
+        p = Parties(dev, make_sender, shipping_window_s=3600)
+        ob = _outbox_sender(db, p.machine, p)
+        dev.set_automine(False)
+        ob.outbox.enqueue("vib:1", "MachineService", "requestService", [EVIDENCE, 9])
+        ob.outbox.enqueue("vib:2", "MachineService", "requestService", [EVIDENCE, 10])
+        assert ob.drain_once().submitted == 2
+        sent = {e.key: e.tx_hashes for e in ob.outbox.entries()}
+        assert all(e.state == SUBMITTED for e in ob.outbox.entries())
+        dev.stop()
+        assert ob.drain_once().node_error is not None
+        assert all(e.state == SUBMITTED for e in ob.outbox.entries())
+        dev.start()  # automine is on again; the chain came back from the state file
+        assert p.service.request_count() == 0  # the pending transactions were lost
+        report = ob.drain_once()
+        assert report.rebroadcast == 2
+        _drain_until(ob, CONFIRMED, "vib:2")
+        _drain_until(ob, CONFIRMED, "vib:1")
+        assert p.service.request_count() == 2  # exactly once each
+        for e in ob.outbox.entries():
+            assert e.tx_hashes == sent[e.key] and e.mined_hash == sent[e.key][0]
+
+
+def test_stuck_entry_is_replaced_by_the_drain(
+    make_sender: SenderFactory, db: sqlite3.Connection
+) -> None:
+    with DevNode("anvil") as dev:
+        p = Parties(dev, make_sender, shipping_window_s=3600)
+        sender = make_sender(dev, fresh_signer(dev), replace_after_s=0.0)
+        machine_ms = MachineService.deploy_for(sender, sender.address, p.vendor.address)
+        ob = OutboxSender(Outbox(db), sender, {MachineService.NAME: machine_ms})
+        dev.set_automine(False)
+        ob.outbox.enqueue("vib:1", "MachineService", "requestService", [EVIDENCE, 1])
+        assert ob.drain_once().submitted == 1
+        assert ob.drain_once().replaced == 1
+        entry = ob.outbox.get("vib:1")
+        assert entry is not None and len(entry.tx_hashes) == 2 and entry.nonce is not None
+        dev.mine()
+        _drain_until(ob, CONFIRMED, "vib:1")
+        done = ob.outbox.get("vib:1")
+        assert done is not None and done.mined_hash == done.tx_hashes[-1]
+        assert machine_ms.request_count() == 1
