@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
 import bpiiot  # noqa: E402
-from bpiiot import iso20816  # noqa: E402
 from board_host import BoardHost  # noqa: E402
+from bpiiot import iso20816  # noqa: E402
 
 CLASS_NAMES = list(iso20816.MACHINE_CLASSES)  # wire code 0..3 -> name (SPEC.md 5.3)
 
@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"hello: board {hello.board_id}, firmware "
                 f"{'.'.join(map(str, hello.firmware_version))}, protocol "
-                f"{hello.protocol_version[0]}.{hello.protocol_version[1]}, boot #{hello.boot_counter}"
+                f"{hello.protocol_version[0]}.{hello.protocol_version[1]}, "
+                f"boot #{hello.boot_counter}"
             )
             if args.key:
                 import os
