@@ -22,14 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bpiiot.iso20816 import COEFFS, FilterState, reference_features
 from scipy import signal
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "sbc"))
-
-from bpiiot.iso20816 import COEFFS, FilterState, reference_features  # noqa: E402
-
-MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
+MICROPYTHON = Path(sys.executable).with_name("micropython")
 UM_S2_PER_MG = 9806.65
 # rate: (band high edge, HP corner, LP passband edge, LP ripple dB, LP stop dB)
 PARAMS = {
@@ -46,7 +43,7 @@ PROMISE_6400_3K_DB = -35.0
 
 
 def _quant(x: float, q: int, limit: int) -> int:
-    v = int(round(x * (1 << q)))
+    v = round(x * (1 << q))
     assert abs(v) < limit, (x, q)
     return v
 
@@ -116,10 +113,10 @@ def design(fs: int) -> tuple[int, ...]:
     s = -8
     while (1 << 15) * 2.0 ** (f - s) * norms[3] >= 0.9 * STATE_LIMIT:
         s += 1
-    ratio = velocity_ratio(row + [f, s], fs, np.geomspace(10, PARAMS[fs][0], 2000))
+    ratio = velocity_ratio([*row, f, s], fs, np.geomspace(10, PARAMS[fs][0], 2000))
     g = 2 / (ratio.max() + ratio.min())  # centre the in-band error on zero
     gq = 40
-    return tuple([*row, f, s, int(round(g * 2**gq)), gq])
+    return (*row, f, s, round(g * 2**gq), gq)
 
 
 def velocity_ratio(c: tuple[int, ...] | list[int], fs: int, f: np.ndarray) -> np.ndarray:
@@ -238,9 +235,7 @@ def test_worst_case_inputs_stay_in_int32_and_match_firmware(fs: int) -> None:
         peaks.append(st.max_abs)
     # The worst-case input really drives the pipeline close to the 2^31 edge.
     assert max(peaks) > 2**29
-    ref = reference_features(
-        x.tolist(), y.tolist(), z.tolist(), fs, fs // 2, fs // 4, checked=True
-    )
+    ref = reference_features(x.tolist(), y.tolist(), z.tolist(), fs, fs // 2, fs // 4, checked=True)
     fw = _run_firmware(x, y, z, fs)
     assert fw == [[list(r.acc_rms_mg), list(r.acc_peak_mg), list(r.vel_rms_um_s), r.zone]
                   for r in ref]  # fmt: skip

@@ -20,9 +20,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from scipy import signal
-
 from bpiiot.iso20816 import reference_features
+from scipy import signal
 
 ROOT = Path(__file__).resolve().parents[2]
 MICROPYTHON = Path(sys.executable).with_name("micropython")
