@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from bpiiot.chain.devnode import DevNode
 from bpiiot.chain.fees import FeePolicy
 from bpiiot.chain.node import Node
 from bpiiot.chain.nonces import NonceJournal, open_db
 from bpiiot.chain.sender import TransactionSender
 from bpiiot.wallet import LocalSigner
-
 from tests.sbc.chain.helpers import Parties, SenderFactory
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from web3 import Web3
+from web3.types import TxReceipt
+
 from bpiiot.chain.contracts import OrderStatus, PartReplacement, ServiceStatus
 from bpiiot.chain.errors import TransactionReverted
 from bpiiot.chain.node import decode_revert_data
 from bpiiot.chain.sender import TransactionSender, TxRequest
-from web3 import Web3
-from web3.types import TxReceipt
-
 from tests.sbc.chain.helpers import ETHER, Parties, load_test_artifact
 
 EVIDENCE = Web3.keccak(text="vibration 7.1 mm/s, 5 windows over 4.5")

@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+
 from bpiiot.chain.contracts import MachineService, PartReplacement
 from bpiiot.chain.devnode import DevNode
 from bpiiot.chain.outbox import (
@@ -18,7 +19,6 @@ from bpiiot.chain.outbox import (
     OutboxSender,
 )
 from bpiiot.chain.sender import TransactionSender
-
 from tests.sbc.chain.helpers import ETHER, Parties, SenderFactory, fresh_signer
 
 EVIDENCE = b"\x22" * 32

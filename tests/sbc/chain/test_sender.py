@@ -1,4 +1,4 @@
-"""Transactions: fee modes, reverts on both node kinds, replacement, errors, nonces under threads."""
+"""Transactions: fee modes, reverts on both nodes, replacement, errors, nonces under threads."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hexbytes import HexBytes
+
 from bpiiot.chain.devnode import DevNode, free_port
 from bpiiot.chain.errors import (
     ChainIdMismatch,
@@ -18,8 +20,6 @@ from bpiiot.chain.errors import (
 from bpiiot.chain.fees import FeePolicy, Fees, bump
 from bpiiot.chain.node import Node
 from bpiiot.chain.sender import TxRequest
-from hexbytes import HexBytes
-
 from tests.sbc.chain.helpers import ETHER, Parties, SenderFactory, fresh_signer
 
 EVIDENCE = b"\x11" * 32
@@ -72,7 +72,7 @@ def test_revert_reported_the_same_on_both_nodes(parties: Parties) -> None:
 def test_wrong_chain_id_is_refused() -> None:
     with DevNode("anvil", chain_id=4242) as dev:
         node = Node(dev.url, expected_chain_id=31337)
-        with pytest.raises(ChainIdMismatch, match="4242.*31337"):
+        with pytest.raises(ChainIdMismatch, match=r"4242.*31337"):
             node.connect()
         assert Node(dev.url, expected_chain_id=4242).connect() == 4242
 
