@@ -1,0 +1,459 @@
+"""Deploy the MicroPython firmware to a board with mpremote and confirm it runs.
+
+Steps of :func:`flash`:
+
+1. cross-compile ``bpiiot_fw/*.py`` to ``.mpy`` with mpy-cross for the board's
+   architecture (``main.py`` stays source: boards only run ``main.py``),
+2. stop the running firmware and enter the raw REPL (the firmware leaves for the
+   REPL when it sees mpremote's Ctrl-C, Ctrl-A followed by silence),
+3. copy only the files whose SHA-256 differs from the board's copy,
+4. merge the board id, MAC key and sample rate into the board's ``bpiiot.json``
+   (keeping its boot counter, so sessions keep growing), without ever printing
+   the key,
+5. reset the board and wait for its hello, checking the firmware version.
+
+Progress is reported through a callback; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from bpiiot.errors import BpiiotError
+from bpiiot.messages import Hello
+
+ARCHES: Final = {
+    "rp2040": "armv6m",
+    "esp32": "xtensawin",
+    "stm32f4": "armv7emsp",
+    "unix": "x64",
+}
+"""Board families and the mpy-cross ``-march`` their native/viper code needs."""
+ARCH_NAMES: Final = frozenset(ARCHES.values())
+CONFIG_FILE: Final = "bpiiot.json"
+PACKAGE: Final = "bpiiot_fw"
+_BOARD_ID = re.compile(r"[A-Za-z0-9._-]{1,32}")
+_RESET = (
+    "try:\n import machine\n machine.reset()\n"
+    "except AttributeError:\n import sys\n sys.exit(75)\n"  # Unix port: the harness reboots it
+)
+# Ctrl-C, Ctrl-A after a delimiter: the firmware's cue to leave for the REPL.
+_ESCAPE = b"\x00\r\x03\r\x01"
+
+
+class FlashError(BpiiotError):
+    """Flashing failed; the message says what to check."""
+
+
+class NoSuchPort(FlashError):
+    """The serial port does not exist or cannot be opened."""
+
+
+class NotMicroPython(FlashError):
+    """Something answers on the port, but not a MicroPython REPL."""
+
+
+class BoardNotAnswering(FlashError):
+    """The board did not send hello (with the expected version) after the reset."""
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """One progress event: ``step`` is build, connect, copy, skip, remove, config,
+    reset or hello; ``done``/``total`` count bytes while copying a file."""
+
+    step: str
+    path: str = ""
+    done: int = 0
+    total: int = 0
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(slots=True)
+class FlashResult:
+    """What :func:`flash` did."""
+
+    arch: str
+    copied: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    config_written: bool = False
+    hello: Hello | None = None
+
+
+def default_source() -> Path:
+    """The firmware in this checkout: ``board/micropython`` next to ``sbc/``."""
+    return Path(__file__).resolve().parents[2] / "board" / "micropython"
+
+
+def resolve_arch(arch: str) -> str:
+    """Map a board family (rp2040, esp32, stm32f4, unix) or an mpy-cross arch to the arch."""
+    a = ARCHES.get(arch, arch)
+    if a not in ARCH_NAMES:
+        names = ", ".join(sorted({*ARCHES, *ARCH_NAMES}))
+        raise FlashError(f"unknown architecture {arch!r}: use one of {names}")
+    return a
+
+
+def firmware_version(source: Path) -> tuple[int, int, int]:
+    """The ``FW_VERSION`` tuple written in the firmware's app.py."""
+    text = (source / PACKAGE / "app.py").read_text()
+    found = re.search(r"^FW_VERSION\s*=\s*\((\d+),\s*(\d+),\s*(\d+)\)", text, re.M)
+    if not found:
+        raise FlashError(f"{source / PACKAGE / 'app.py'}: no FW_VERSION = (x, y, z) line")
+    return int(found[1]), int(found[2]), int(found[3])
+
+
+def _mpy_cross() -> list[str]:
+    exe = Path(sys.executable).with_name("mpy-cross")
+    if exe.exists():
+        return [str(exe)]
+    return [sys.executable, "-m", "mpy_cross"]
+
+
+def build(source: Path, out_dir: Path, arch: str) -> list[tuple[str, Path]]:
+    """Compile the firmware into out_dir; return (path on the board, local file) pairs."""
+    arch = resolve_arch(arch)
+    pkg = source / PACKAGE
+    if not (source / "main.py").is_file() or not pkg.is_dir():
+        raise FlashError(f"{source}: not a firmware tree (main.py and {PACKAGE}/ expected)")
+    files: list[tuple[str, Path]] = [("main.py", source / "main.py")]
+    (out_dir / PACKAGE).mkdir(parents=True, exist_ok=True)
+    for py in sorted(pkg.glob("*.py")):
+        mpy = out_dir / PACKAGE / (py.stem + ".mpy")
+        proc = subprocess.run(
+            [
+                *_mpy_cross(),
+                f"-march={arch}",
+                "-o",
+                str(mpy),
+                "-s",
+                f"{PACKAGE}/{py.name}",
+                str(py),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise FlashError(
+                f"mpy-cross failed on {py}: {proc.stderr.strip() or proc.stdout.strip()}"
+            )
+        files.append((f"{PACKAGE}/{mpy.name}", mpy))
+    return files
+
+
+def _check_port(port: str) -> None:
+    if "://" in port:
+        return
+    if not os.path.exists(port):
+        raise NoSuchPort(
+            f"{port}: no such port. Is the board plugged in? "
+            "Look for it with `ls /dev/ttyACM* /dev/ttyUSB*` or `mpremote devs`."
+        )
+
+
+def _open(port: str, baudrate: int) -> Any:
+    from mpremote.transport import TransportError
+    from mpremote.transport_serial import SerialTransport
+
+    try:
+        return SerialTransport(port, baudrate=baudrate)
+    except (TransportError, OSError) as exc:
+        raise NoSuchPort(
+            f"{port}: cannot open the port ({exc}). Is another program (bpiiot run, a "
+            "terminal) using it, and may this user open it (group dialout)?"
+        ) from None
+
+
+def _read_for(transport: Any, seconds: float, until: tuple[bytes, ...]) -> bytes:
+    ser = transport.serial
+    got = bytearray()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        n = ser.in_waiting
+        if n:
+            got += ser.read(n)
+            if any(u in got for u in until):
+                break
+        else:
+            time.sleep(0.01)
+    return bytes(got)
+
+
+def _enter_repl(transport: Any, port: str, resume: bool) -> None:
+    from mpremote.transport import TransportError
+
+    ser = transport.serial
+    # Stop our firmware (it leaves for the REPL after 100 ms of silence), or interrupt
+    # any other program; a board already at its REPL answers at once.
+    ser.write(_ESCAPE)
+    seen = _read_for(transport, 3.0, (b">>> ", b"raw REPL; CTRL-B to exit", b"\r\n>"))
+    if b">>>" not in seen and b"raw REPL" not in seen:
+        # A last try with a plain Ctrl-C (a program that ignores the escape).
+        ser.write(b"\r\x03\x03\r\x01")
+        seen += _read_for(transport, 2.0, (b">>> ", b"raw REPL; CTRL-B to exit"))
+        if b">>>" not in seen and b"raw REPL" not in seen:
+            raise NotMicroPython(
+                f"{port}: no MicroPython REPL answers here ({len(seen)} bytes of something "
+                "else). Wrong port, or the board does not run MicroPython: install it first "
+                "(e.g. drag the UF2 onto an RP2040 in BOOTSEL mode)."
+            )
+    try:
+        transport.enter_raw_repl(soft_reset=not resume, timeout_overall=5)
+    except TransportError as exc:
+        hint = "" if resume else " (on the Unix port or to keep boot.py state, use --resume)"
+        raise NotMicroPython(f"{port}: could not enter the raw REPL: {exc}{hint}") from None
+
+
+def _remote_hash(transport: Any, path: str) -> bytes | None:
+    from mpremote.transport import TransportError
+
+    try:
+        if not transport.fs_exists(path):
+            return None
+        digest: bytes = transport.fs_hashfile(path, "sha256")
+        return digest
+    except (TransportError, OSError):
+        return None
+
+
+def _ensure_dir(transport: Any, path: str) -> None:
+    if not transport.fs_isdir(path):
+        transport.fs_mkdir(path)
+
+
+def _merge_config(
+    transport: Any,
+    board_id: str | None,
+    key: bytes | None,
+    clear_key: bool,
+    sample_rate_hz: int | None,
+) -> bool:
+    if board_id is None and key is None and not clear_key and sample_rate_hz is None:
+        return False
+    cfg: dict[str, Any] = {}
+    if transport.fs_exists(CONFIG_FILE):
+        try:
+            loaded = json.loads(bytes(transport.fs_readfile(CONFIG_FILE)).decode())
+            if isinstance(loaded, dict):
+                cfg = loaded
+        except (ValueError, UnicodeDecodeError):
+            cfg = {}  # a damaged file: the firmware would use its defaults anyway
+    if board_id is not None:
+        cfg["board_id"] = board_id
+    if key is not None:
+        cfg["key"] = key.hex()
+    elif clear_key:
+        cfg["key"] = None
+    if sample_rate_hz is not None:
+        cfg["sample_rate_hz"] = sample_rate_hz
+    data = json.dumps(cfg).encode()
+    # The same atomic write as the firmware's store: temporary file, then rename.
+    transport.fs_writefile(CONFIG_FILE + ".tmp", data)
+    transport.exec(f"import os\nos.rename({CONFIG_FILE + '.tmp'!r}, {CONFIG_FILE!r})")
+    return True
+
+
+def wait_for_hello(
+    port: str,
+    *,
+    key: bytes | None,
+    baudrate: int,
+    timeout_s: float,
+    expect_version: tuple[int, int, int] | None = None,
+) -> Hello:
+    """Open the port with the SDK's link layer until the board says hello.
+
+    Raises :class:`BoardNotAnswering` after ``timeout_s`` (the port may vanish and
+    come back while a USB board resets: that is retried).
+    """
+    from bpiiot.board import connect
+
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            board = connect(port, key=key, baudrate=baudrate, timeout_s=0.5, reconnect=False)
+        except BpiiotError as exc:
+            last = str(exc)
+            time.sleep(0.2)
+            continue
+        try:
+            hello = board.hello
+        finally:
+            board.close()
+        if hello is None:
+            continue
+        if expect_version is not None and hello.firmware_version != expect_version:
+            want = ".".join(map(str, expect_version))
+            got = ".".join(map(str, hello.firmware_version))
+            raise BoardNotAnswering(
+                f"{port}: the board answers with firmware {got}, expected {want}: the new "
+                "firmware did not start (a stale .py shadowing a .mpy, or a failed reset?)"
+            )
+        return hello
+    raise _not_answering(port, timeout_s, last)
+
+
+def _not_answering(port: str, timeout_s: float, last: str) -> BoardNotAnswering:
+    return BoardNotAnswering(
+        f"{port}: no hello from the firmware within {timeout_s:.0f} s after the reset "
+        f"({last}). Check the firmware with `mpremote connect {port} resume repl` "
+        "(an exception at import?), the baud rate, and the MAC key."
+    )
+
+
+def flash(
+    port: str,
+    *,
+    arch: str = "rp2040",
+    source: Path | None = None,
+    board_id: str | None = None,
+    key: bytes | None = None,
+    clear_key: bool = False,
+    sample_rate_hz: int | None = None,
+    resume: bool = False,
+    baudrate: int = 115200,
+    wait: bool = True,
+    timeout_s: float = 15.0,
+    progress: ProgressCallback | None = None,
+) -> FlashResult:
+    """Deploy the firmware to the board on ``port`` (see the module docstring).
+
+    ``resume`` skips mpremote's soft reset (needed for the Unix port on a pty).
+    ``key`` (16-32 bytes) is written to the board's configuration, never shown;
+    the hello is then awaited with it. Raises a :class:`FlashError` subclass with
+    what to check when anything fails.
+    """
+    source = source or default_source()
+    march = resolve_arch(arch)
+    if board_id is not None and not _BOARD_ID.fullmatch(board_id):
+        raise FlashError(f"board id {board_id!r}: use 1-32 characters of A-Z a-z 0-9 . _ -")
+    if key is not None and not 16 <= len(key) <= 32:
+        raise FlashError(f"MAC key must be 16 to 32 bytes, got {len(key)}")
+    if sample_rate_hz is not None and not 1 <= sample_rate_hz <= 65535:
+        raise FlashError(f"sample rate {sample_rate_hz} Hz out of range 1..65535")
+    report = progress or (lambda _p: None)
+    version = firmware_version(source)
+    result = FlashResult(arch=march)
+    _check_port(port)
+    with tempfile.TemporaryDirectory(prefix="bpiiot-flash-") as tmp:
+        report(Progress("build", str(source)))
+        files = build(source, Path(tmp), march)
+        report(Progress("connect", port))
+        transport = _open(port, baudrate)
+        try:
+            _enter_repl(transport, port, resume)
+            _ensure_dir(transport, PACKAGE)
+            for remote, local in files:
+                data = local.read_bytes()
+                if _remote_hash(transport, remote) == hashlib.sha256(data).digest():
+                    result.unchanged.append(remote)
+                    report(Progress("skip", remote, len(data), len(data)))
+                    continue
+
+                def on_bytes(done: int, total: int, remote: str = remote) -> None:
+                    report(Progress("copy", remote, done, total))
+
+                report(Progress("copy", remote, 0, len(data)))
+                transport.fs_writefile(remote, data, progress_callback=on_bytes)
+                result.copied.append(remote)
+                # A source file left from an older install would shadow the .mpy.
+                if remote.endswith(".mpy"):
+                    stale = remote[:-4] + ".py"
+                    if transport.fs_exists(stale):
+                        transport.fs_rmfile(stale)
+                        result.removed.append(stale)
+                        report(Progress("remove", stale))
+            result.config_written = _merge_config(
+                transport, board_id, key, clear_key, sample_rate_hz
+            )
+            if result.config_written:
+                report(Progress("config", CONFIG_FILE))
+            report(Progress("reset", port))
+            transport.exec_raw_no_follow(_RESET)
+            if wait:
+                # Keep the port open: the boot hello is read as it is sent (opening
+                # the port later would flush it away).
+                report(Progress("hello", port))
+                result.hello = _hello_on_open_port(
+                    port, transport.serial, key, clear_key, timeout_s
+                )
+        except FlashError:
+            raise
+        except Exception as exc:  # mpremote raises plain TransportError/OSError
+            raise FlashError(f"{port}: copying failed: {exc}") from None
+        finally:
+            try:
+                transport.close()
+            except OSError:
+                pass  # a board that reset has already taken the port away
+    if wait and result.hello is None:
+        # The port went away (a USB board re-enumerating): reopen it and ask.
+        result.hello = wait_for_hello(
+            port,
+            key=None if clear_key else key,
+            baudrate=baudrate,
+            timeout_s=timeout_s,
+            expect_version=version,
+        )
+    if result.hello is not None and result.hello.firmware_version != version:
+        want = ".".join(map(str, version))
+        got = ".".join(map(str, result.hello.firmware_version))
+        raise BoardNotAnswering(
+            f"{port}: the board answers with firmware {got}, expected {want}: the new "
+            "firmware did not start (a stale .py shadowing a .mpy, or a failed reset?)"
+        )
+    return result
+
+
+def _hello_on_open_port(
+    port: str, ser: Any, key: bytes | None, clear_key: bool, timeout_s: float
+) -> Hello | None:
+    """Read the boot hello from the still-open port; None if the port went away.
+
+    Without a key, a tagged hello is still accepted (unauthenticated), so a board
+    keyed earlier is recognised too. After a quiet second a hello request is sent.
+    """
+    import serial
+
+    from bpiiot import wire
+    from bpiiot.messages import HelloRequest
+
+    use_key = None if clear_key else key
+    verifier = wire.FrameVerifier("host", use_key)
+    deframer = wire.Deframer()
+    encoder = wire.FrameEncoder(from_host=True, key=use_key)
+    deadline = time.monotonic() + timeout_s
+    asked = time.monotonic() + 1.0
+    try:
+        ser.timeout = 0.05
+        while time.monotonic() < deadline:
+            data = ser.read(512)
+            for chunk in deframer.feed(data):
+                try:
+                    frame = verifier.verify(chunk)
+                except wire.FrameError:
+                    continue  # REPL text and the reset's noise
+                if isinstance(frame.message, Hello):
+                    return frame.message
+            if time.monotonic() > asked:
+                asked = time.monotonic() + 1.0
+                ser.write(b"\0" + encoder.encode(HelloRequest()))
+    except (serial.SerialException, OSError):
+        return None
+    raise _not_answering(port, timeout_s, "silence, or frames that failed verification")
