@@ -156,3 +156,21 @@ def test_stuck_entry_is_replaced_by_the_drain(
         done = ob.outbox.get("vib:1")
         assert done is not None and done.mined_hash == done.tx_hashes[-1]
         assert machine_ms.request_count() == 1
+
+
+def test_unpaid_order_waits_queued_until_funded(
+    anvil: DevNode, make_sender: SenderFactory, db: sqlite3.Connection
+) -> None:
+    p = Parties(anvil, make_sender, shipping_window_s=3600)
+    poor = make_sender(anvil, fresh_signer(anvil, wei=ETHER))
+    parts = PartReplacement.deploy_for(poor, poor.address, p.supplier.address, 3600)
+    parts.with_sender(p.supplier).set_price(3, 5 * ETHER)
+    ob = OutboxSender(Outbox(db), poor, {PartReplacement.NAME: parts})
+    ob.outbox.enqueue("order:1", "PartReplacement", "orderPart", [3, 1, EVIDENCE], 5 * ETHER)
+    ob.drain_once()
+    entry = ob.outbox.get("order:1")
+    assert entry is not None and entry.state == QUEUED
+    assert entry.last_error is not None and "insufficient funds" in entry.last_error
+    anvil.set_balance(poor.address, 10 * ETHER)
+    _drain_until(ob, CONFIRMED, "order:1")
+    assert parts.order(1).amount == 5 * ETHER
