@@ -22,16 +22,8 @@ from bpiiot.iso20816 import (
 
 def test_group2_rigid_boundaries_from_the_field_notes() -> None:
     assert MACHINE_CLASSES["group2-rigid"] == (1400, 2800, 4500)
-    assert [zone(v, "group2-rigid") for v in (0, 1399, 1400, 2799, 2800, 4499, 4500, 10**7)] == [
-        0,
-        0,
-        1,
-        1,
-        2,
-        2,
-        3,
-        3,
-    ]
+    speeds = (0, 1399, 1400, 2799, 2800, 4499, 4500, 10**7)
+    assert [zone(v, "group2-rigid") for v in speeds] == [0, 0, 1, 1, 2, 2, 3, 3]
     assert ZONE_NAMES[zone(3000, "group2-rigid")] == "C"
 
 
