@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with every sub-command registered."""
     parser = argparse.ArgumentParser(
         prog="bpiiot",
+        allow_abbrev=False,
         description="Edge kit for industrial machines: board link, flashing, wallet and contracts.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")

@@ -66,6 +66,7 @@ def register(sub: Any) -> None:
     """Add the link sub-commands to the `bpiiot` parser."""
     p = sub.add_parser(
         "monitor",
+        allow_abbrev=False,
         help="show live verified frames from a board and the link counters",
         description="Say hello to the board, then print every verified frame and, "
         "every few seconds, the link counters (frames ok, dropped by reason, gaps, reboots).",
@@ -78,6 +79,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser(
         "conformance",
+        allow_abbrev=False,
         help="run the protocol conformance suite against a live board",
         description="Prove a board speaks protocol 1.0: hello and version, every command with "
         "its ack, nacks for malformed and unknown commands, sessions and sequence numbers, "
@@ -117,10 +119,17 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         )
     reports = 0
     start = last_stats = time.monotonic()
+    frames = board.link.queue()
     try:
         with board:
-            for frame in board.frames(timeout_s=0.5):
+            while not (args.seconds and time.monotonic() - start >= args.seconds):
+                frame = frames.get(timeout=0.25)
                 now = time.monotonic()
+                if not args.json and now - last_stats > 5:
+                    last_stats = now
+                    print(f"-- link {json.dumps(board.stats.as_dict())}", file=out, flush=True)
+                if frame is None:
+                    continue
                 if args.json:
                     rec = {
                         "session": frame.session,
@@ -130,20 +139,12 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                     }
                     print(json.dumps(rec), file=out, flush=True)
                 else:
-                    print(
-                        _line(frame.message, frame.seq, frame.session, frame.authenticated),
-                        file=out,
-                        flush=True,
-                    )
-                    if now - last_stats > 5:
-                        last_stats = now
-                        print(f"-- link {json.dumps(board.stats.as_dict())}", file=out, flush=True)
+                    line = _line(frame.message, frame.seq, frame.session, frame.authenticated)
+                    print(line, file=out, flush=True)
                 if isinstance(frame.message, m.Report):
                     reports += 1
                     if args.count and reports >= args.count:
                         break
-                if args.seconds and now - start >= args.seconds:
-                    break
     except KeyboardInterrupt:
         pass
     stats = board.stats.as_dict()
