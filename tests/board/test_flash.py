@@ -1,0 +1,175 @@
+"""`bpiiot flash` against the MicroPython Unix port on a pty, for real: mpy-cross,
+mpremote over the pty, hash-checked copies, config merge, reset and hello; and the
+failure paths with their messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import shutil
+import threading
+import time
+import tty
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fw_link import BoardHost, Client
+
+from bpiiot import cli_flash
+from bpiiot import flash as flash_mod
+from bpiiot import messages as m
+
+KEY = bytes(range(0x40, 0x60))
+SOURCE = flash_mod.default_source()
+
+
+@pytest.fixture
+def bare_board() -> Iterator[BoardHost]:
+    # A board with MicroPython and an empty filesystem: its REPL runs on the pty.
+    host = BoardHost(source=None)
+    host.start()
+    try:
+        yield host
+    finally:
+        host.stop()
+
+
+def test_flash_then_reflash_only_what_changed(bare_board: BoardHost) -> None:
+    host = bare_board
+    events: list[flash_mod.Progress] = []
+    result = flash_mod.flash(
+        host.port,
+        arch="unix",
+        resume=True,
+        board_id="lathe-07",
+        key=KEY,
+        sample_rate_hz=3200,
+        progress=events.append,
+    )
+    fw = sorted(p.stem for p in (SOURCE / "bpiiot_fw").glob("*.py"))
+    assert result.arch == "x64"
+    assert sorted(result.copied) == sorted(["main.py", *(f"bpiiot_fw/{n}.mpy" for n in fw)])
+    assert result.config_written and not result.unchanged
+    assert result.hello is not None and result.hello.board_id == "lathe-07"
+    assert result.hello.firmware_version == flash_mod.firmware_version(SOURCE)
+    # Only compiled modules on the board, no sources to shadow them.
+    assert sorted(p.name for p in (host.fs_dir / "bpiiot_fw").iterdir()) == [f"{n}.mpy" for n in fw]
+    cfg = json.loads((host.fs_dir / "bpiiot.json").read_text())
+    assert cfg["key"] == KEY.hex() and cfg["sample_rate_hz"] == 3200 and cfg["boot"] == 1
+    # Progress: every copied file reported its bytes up to its full size.
+    done = {e.path for e in events if e.step == "copy" and e.done == e.total > 0}
+    assert done == set(result.copied)
+    assert [e.step for e in events if e.step in ("build", "connect", "reset", "hello")] == [
+        "build",
+        "connect",
+        "reset",
+        "hello",
+    ]
+
+    # The compiled firmware works: authenticated, configured, and computing windows.
+    c = Client(host.port, KEY)
+    try:
+        hello = c.sync()
+        assert hello.board_id == "lathe-07"
+        replies, ack = c.command(m.GetConfig())
+        assert ack.authenticated and replies[0].message.sample_rate_hz == 3200
+        deadline = time.monotonic() + 4
+        while not c.reports and time.monotonic() < deadline:
+            c.recv(0.2)
+        assert c.reports and c.reports[0].samples == 3200
+    finally:
+        c.close()
+
+    # Again, with nothing changed: the running app is stopped, nothing is copied, the
+    # boot counter (kept in the merged config) still grows.
+    again = flash_mod.flash(host.port, arch="unix", resume=True, key=KEY)
+    assert again.copied == [] and sorted(again.unchanged) == sorted(result.copied)
+    assert again.hello is not None and again.hello.boot_counter == 2
+    assert json.loads((host.fs_dir / "bpiiot.json").read_text())["board_id"] == "lathe-07"
+
+
+def test_flash_over_running_source_firmware_removes_stale_sources() -> None:
+    host = BoardHost()  # the .py firmware is running
+    host.start()
+    try:
+        result = flash_mod.flash(host.port, arch="unix", resume=True)
+        assert sorted(result.removed) == sorted(
+            f"bpiiot_fw/{p.name}" for p in (SOURCE / "bpiiot_fw").glob("*.py")
+        )
+        assert not list((host.fs_dir / "bpiiot_fw").glob("*.py"))
+        assert result.hello is not None and result.hello.boot_counter == 2
+        assert 76 in host.exit_codes  # the app left for the REPL on mpremote's escape
+        assert not result.config_written
+    finally:
+        host.stop()
+
+
+def test_cli_never_prints_the_key(
+    bare_board: BoardHost, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BOARD_KEY", KEY.hex())
+    code = cli_flash.main(
+        ["flash", bare_board.port, "--arch", "unix", "--resume", "--key-env", "BOARD_KEY"]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "copy bpiiot_fw/codec.mpy" in out and "(key set)" in out
+    assert "board bpiiot-mp runs firmware 0.1.0" in out
+    for text in (out, err):
+        assert KEY.hex() not in text and KEY.hex().upper() not in text
+
+
+def test_no_such_port(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(flash_mod.NoSuchPort, match="no such port"):
+        flash_mod.flash("/dev/ttyNOSUCH9", arch="unix")
+    assert cli_flash.main(["flash", "/dev/ttyNOSUCH9"]) == 1
+    assert "error: /dev/ttyNOSUCH9: no such port" in capsys.readouterr().err
+
+
+def test_bad_arguments_are_refused_before_touching_the_port() -> None:
+    with pytest.raises(flash_mod.FlashError, match="unknown architecture"):
+        flash_mod.flash("/dev/null", arch="z80")
+    with pytest.raises(flash_mod.FlashError, match="16 to 32 bytes"):
+        flash_mod.flash("/dev/null", arch="unix", key=b"short")
+    with pytest.raises(flash_mod.FlashError, match="board id"):
+        flash_mod.flash("/dev/null", arch="unix", board_id="has space")
+
+
+def test_wrong_port_is_not_a_micropython_board() -> None:
+    # A GPS-like device: talks NMEA, ignores what it is sent.
+    master, slave = pty.openpty()
+    tty.setraw(slave)
+    stop = threading.Event()
+
+    def gps() -> None:
+        while not stop.is_set():
+            try:
+                os.write(master, b"$GPGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M*47\r\n")
+            except OSError:
+                return
+            time.sleep(0.1)
+
+    t = threading.Thread(target=gps, daemon=True)
+    t.start()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(flash_mod.NotMicroPython, match="no MicroPython REPL answers here"):
+            flash_mod.flash(os.ttyname(slave), arch="unix", resume=True)
+        assert time.monotonic() - t0 < 10
+    finally:
+        stop.set()
+        t.join(2)
+        os.close(master)
+        os.close(slave)
+
+
+def test_board_not_answering(tmp_path: Path, bare_board: BoardHost) -> None:
+    # Firmware whose main.py never says hello.
+    src = tmp_path / "fw"
+    shutil.copytree(SOURCE, src, ignore=shutil.ignore_patterns("__pycache__"))
+    (src / "main.py").write_text("import time\nwhile True:\n    time.sleep(1)\n")
+    with pytest.raises(flash_mod.BoardNotAnswering, match="no hello from the firmware"):
+        flash_mod.flash(bare_board.port, arch="unix", resume=True, source=src, timeout_s=2)
+    assert bare_board.boots == 1  # it was reset and started the silent main.py
