@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the kit's tests and demo need, only those missing.
-# Runs apt-get as root, or through sudo; says what it would install when it cannot.
+# Installs the Debian packages the kit's tests and demo need, only those missing:
+# Node.js and npm (solc-js, anvil, Hardhat 2), Python's venv module.
+# Runs apt-get as root, or through sudo; says what it needs when it can do neither.
 set -euo pipefail
-pkgs=(gcc-avr avr-libc arduino-core-avr simavr libsimavr-dev mosquitto chromium)
 missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${missing[*]}"
 if [ "$(id -u)" -eq 0 ]; then sudo=""; elif command -v sudo >/dev/null; then sudo="sudo"; else

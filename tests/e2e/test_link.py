@@ -8,8 +8,9 @@ import socket
 import threading
 import time
 
-import bpiiot
 import pytest
+
+import bpiiot
 from bpiiot import messages as m
 from bpiiot import wire
 
