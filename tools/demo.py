@@ -18,8 +18,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
-import bpiiot  # noqa: E402
 from board_host import BoardHost  # noqa: E402
+
+import bpiiot  # noqa: E402
 from bpiiot import iso20816  # noqa: E402
 
 CLASS_NAMES = list(iso20816.MACHINE_CLASSES)  # wire code 0..3 -> name (SPEC.md 5.3)

@@ -10,6 +10,7 @@ import json
 import time
 
 import cbor2
+
 from bpiiot import messages as m
 from bpiiot import wire
 
