@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bpiiot.iso20816 import COEFFS, FilterState, reference_features
 from scipy import signal
+
+from bpiiot.iso20816 import COEFFS, FilterState, reference_features
 
 ROOT = Path(__file__).resolve().parents[2]
 MICROPYTHON = Path(sys.executable).with_name("micropython")

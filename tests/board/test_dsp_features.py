@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from bpiiot.iso20816 import reference_features
 from scipy import signal
+
+from bpiiot.iso20816 import reference_features
 
 ROOT = Path(__file__).resolve().parents[2]
 MICROPYTHON = Path(sys.executable).with_name("micropython")
@@ -306,3 +307,47 @@ def test_zone_and_errors() -> None:
     assert "unsupported rate" in bad_rate["error"]
     assert "multiple" in bad_hop["error"]
     assert "machine class" in bad_cls["error"]
+
+
+def test_feed_allocates_nothing_until_a_window_completes() -> None:
+    script = """
+import gc, json
+from array import array
+from bpiiot_fw import dsp
+f = dsp.Features(3200, 3200, 1600)
+x = array("h", bytes(640))
+y = array("h", bytes(640))
+z = array("h", bytes(640))
+for i in range(320):
+    x[i] = (i * 37) % 2001 - 1000
+    y[i] = 1000
+    z[i] = -x[i]
+f.feed(x, y, z, 320)  # first call primes the filter
+def measure():
+    gc.collect()
+    before = gc.mem_alloc()
+    for _ in range(3):  # 960 more samples: still inside the first hop of 1600
+        f.feed(x, y, z, 320)
+    quiet = gc.mem_alloc() - before
+    before = gc.mem_alloc()
+    f.feed(x, y, z, 320)  # completes the hop (a window needs two hops)
+    hop = gc.mem_alloc() - before
+    return quiet, hop
+quiet, hop = measure()
+print(json.dumps({"quiet": quiet, "hop": hop}))
+"""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "alloc.py"
+        path.write_text(script)
+        env = dict(os.environ, MICROPYPATH=str(ROOT / "board" / "micropython"))
+        out = subprocess.run(
+            [str(MICROPYTHON), "-X", "heapsize=192K", str(path)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+            timeout=60,
+        ).stdout
+    r = json.loads(out)
+    assert r["quiet"] == 0  # the per-sample path allocates nothing
+    assert r["hop"] < 1024  # closing a hop: a few big-int sums only
