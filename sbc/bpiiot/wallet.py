@@ -178,7 +178,16 @@ def _write_private_file(path: Path, text: str, overwrite: bool) -> None:
                 raise WalletExists(
                     f"keystore {path} already exists; pass overwrite to replace it"
                 ) from None
-            os.unlink(tmp)
+            except OSError:
+                # File systems without hard links (FAT on a boot partition): check, then
+                # replace; the window between the two is the only difference.
+                if path.exists():
+                    raise WalletExists(
+                        f"keystore {path} already exists; pass overwrite to replace it"
+                    ) from None
+                os.replace(tmp, path)
+            else:
+                os.unlink(tmp)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

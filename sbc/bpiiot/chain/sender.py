@@ -253,8 +253,13 @@ class TransactionSender:
                 if self.confirmations_of(receipt) >= self.confirmations:
                     return receipt
             elif time.time() - last.sent_at >= self.replace_after_s:
-                last = self.replace(last)
-                hashes.append(last.tx_hash)
+                try:
+                    last = self.replace(last)
+                    hashes.append(last.tx_hash)
+                except NonceTooLow:
+                    # Mined between our receipt query and the replacement: the next
+                    # receipt query finds it.
+                    pass
             if time.monotonic() > deadline:
                 raise ConfirmationTimeout(
                     f"no receipt with {self.confirmations} confirmation(s) for nonce "

@@ -225,3 +225,13 @@ def test_sender_refuses_a_journal_of_another_account(
 
     with pytest.raises(ValueError, match="another chain or account"):
         TransactionSender(a.node, b, a.journal)
+
+
+def test_eager_replacement_does_not_break_a_mined_transaction(
+    anvil: DevNode, make_sender: SenderFactory
+) -> None:
+    """replace_after_s=0 races the node's automine: a 'nonce too low' on replace is benign."""
+    sender = make_sender(anvil, fresh_signer(anvil), replace_after_s=0.0, poll_s=0.0)
+    for _ in range(20):
+        assert sender.transact(TxRequest(to=sender.address, value=1))["status"] == 1
+    assert sender.node.nonce(sender.address, "latest") == 20
