@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import serial
+
 from bpiiot import messages as m
 from bpiiot import wire
 

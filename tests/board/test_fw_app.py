@@ -11,9 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fw_link import BoardHost, Client
+
 from bpiiot import messages as m
 from bpiiot import wire
-from fw_link import BoardHost, Client
 
 KEY = bytes(range(0xA0, 0xC0))
 OTHER_KEY = bytes(range(16))

@@ -122,10 +122,10 @@ class App:
 
     def _plan(self, rate, window_ms, hop_ms, machine_class):
         # Window and hop in samples; ValueError when the board cannot do them.
-        if (rate * window_ms) % 1000 or (rate * hop_ms) % 1000:
-            raise ValueError("window and hop must be whole numbers of samples")
         if hop_ms > window_ms:
             raise ValueError("hop longer than the window")
+        if (rate * window_ms) % 1000 or (rate * hop_ms) % 1000:
+            raise ValueError("window and hop must be whole numbers of samples")
         window_n = rate * window_ms // 1000
         hop_n = rate * hop_ms // 1000
         feat = self._dsp_mod().Features(rate, window_n, hop_n, MACHINE_CLASSES[machine_class])
