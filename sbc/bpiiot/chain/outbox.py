@@ -304,7 +304,13 @@ class OutboxSender:
                     report.rebroadcast = self.sender.recover()
                 self._recover = False
             for entry in self.outbox.entries(SUBMITTED):
-                self._track(entry, report)
+                try:
+                    self._track(entry, report)
+                except NodeUnavailable:
+                    raise
+                except ChainError as e:
+                    # A node error about one entry must not block the rest of the queue.
+                    self.outbox.note_error(entry, str(e))
             for entry in self.outbox.entries(QUEUED):
                 self._submit(entry, report)
         except NodeUnavailable as e:
@@ -318,7 +324,11 @@ class OutboxSender:
     def run(self, stop: threading.Event, interval_s: float = 1.0) -> None:
         """Drain until ``stop`` is set (for a service thread)."""
         while not stop.is_set():
-            self.drain_once()
+            try:
+                self.drain_once()
+            except Exception:
+                # Keep draining: entries stay in SQLite, the error is in the log.
+                log.exception("outbox drain failed")
             stop.wait(interval_s)
 
     def _request(self, entry: OutboxEntry) -> TxRequest:

@@ -121,6 +121,9 @@ class TransactionSender:
             except NonceTooLow:
                 # Mined meanwhile (or replaced by another of ours): the next reconcile drops it.
                 pass
+            except NodeRejected as e:
+                # One refusal must not stop the others; the owner of the entry sees it later.
+                log.warning("re-broadcast of nonce %d refused: %s", item.nonce, e)
         if count:
             self.journal.reconcile(self.node.nonce(self.address, "pending"))
         return count

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -174,3 +176,22 @@ def test_unpaid_order_waits_queued_until_funded(
     anvil.set_balance(poor.address, 10 * ETHER)
     _drain_until(ob, CONFIRMED, "order:1")
     assert parts.order(1).amount == 5 * ETHER
+
+
+def test_run_loop_drains_in_a_thread(anvil_parties: Parties, db: sqlite3.Connection) -> None:
+    ob = _outbox_sender(db, anvil_parties.machine, anvil_parties)
+    stop = threading.Event()
+    worker = threading.Thread(target=ob.run, args=(stop, 0.02))
+    worker.start()
+    try:
+        for i in range(3):
+            ob.outbox.enqueue(f"vib:{i}", "MachineService", "requestService", [EVIDENCE, i])
+        deadline = time.monotonic() + 10
+        while ob.outbox.counts() != {CONFIRMED: 3} and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+    assert not worker.is_alive()
+    assert ob.outbox.counts() == {CONFIRMED: 3}
+    assert anvil_parties.service.request_count() == 3
