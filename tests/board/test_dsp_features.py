@@ -353,3 +353,42 @@ print(json.dumps({"quiet": quiet, "hop": hop}))
     r = json.loads(out)
     assert r["quiet"] == 0  # the per-sample path allocates nothing
     assert r["hop"] < 1024  # closing a hop: a few big-int sums only
+
+
+def test_reset_forgets_history() -> None:
+    script = """
+import json
+from array import array
+from bpiiot_fw import dsp
+a = array("h", [(i * 37) % 2001 - 1000 for i in range(1600)])
+b = array("h", [(i * i) % 3001 - 1500 for i in range(1600)])
+def run(f, sig, hops):
+    out = None
+    for _ in range(hops):
+        r = f.feed(sig, sig, sig, 1600)
+        if r:
+            out = json.dumps(r)
+    return out
+fresh = run(dsp.Features(3200, 3200, 1600), b, 3)
+f = dsp.Features(3200, 3200, 1600)
+run(f, a, 3)
+dirty = run(f, b, 3)
+f.reset()
+again = run(f, b, 3)
+print(json.dumps([fresh, dirty, again]))
+"""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "reset.py"
+        path.write_text(script)
+        env = dict(os.environ, MICROPYPATH=str(ROOT / "board" / "micropython"))
+        out = subprocess.run(
+            [str(MICROPYTHON), "-X", "heapsize=192K", str(path)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+            timeout=60,
+        ).stdout
+    fresh, dirty, again = json.loads(out)
+    assert fresh is not None and again == fresh
+    assert dirty != fresh  # without reset the previous signal's window leaks in

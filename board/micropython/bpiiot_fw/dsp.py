@@ -298,8 +298,6 @@ class Features:
             raise ValueError("unsupported rate %d S/s (supported: 1600, 3200, 6400)" % rate_hz)
         if hop_n <= 0 or window_n <= 0 or window_n % hop_n:
             raise ValueError("window_n must be a positive multiple of hop_n")
-        if window_n > 8 * rate_hz:
-            raise ValueError("window longer than 8 s")
         if machine_class not in MACHINE_CLASSES:
             raise ValueError("unknown machine class %r" % (machine_class,))
         self.rate_hz = rate_hz
@@ -326,8 +324,10 @@ class Features:
 
     def reset(self):
         """Forget filter state and partial windows (e.g. after a rate change or a gap)."""
-        for i in range(3):
-            self._st[i][:] = new_state(self.rate_hz)
+        fresh = new_state(self.rate_hz)
+        for st in self._st:
+            for i in range(_NST):
+                st[i] = fresh[i]
         self._filled = 0
         self._head = 0
         self._pos = 0
