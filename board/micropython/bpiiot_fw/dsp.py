@@ -17,9 +17,10 @@ zone: ISO 20816-3 zone 0..3 (A..D) of the largest of the three velocities.
 
 The returned list and its three inner lists are preallocated and reused: copy what
 you keep. Feed blocks of at most ``hop_n`` samples; then at most one window
-completes per call. The first window after start includes the settling of the 5 Hz
-high-pass (about 0.3 s to below 1 %); the filter starts in the steady state of the
-first sample, so gravity does not cause a start-up transient.
+completes per call. A window that includes a signal's switch-on reads high while the
+5 Hz high-pass settles (about 0.3 s); the filter starts in the steady state of its
+first sample, so gravity does not cause a start-up transient. Call ``reset()`` after a
+gap in the samples (``Sampler.overruns`` grew).
 
 Filter: 4th-order Butterworth high-pass at 5 Hz, 4th-order elliptic low-pass and an
 Al-Alaoui integrator, all in fixed point with every intermediate inside a signed
