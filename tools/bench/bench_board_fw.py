@@ -4,6 +4,9 @@
   compiled firmware (x64 .mpy, as flashed) survives a realistic load in the Unix
   port: MAC on, 3200 S/s, 1 s windows sliding every 250 ms, commands interleaved with
   reports. Everything the firmware holds at its peak fits below this figure.
+- ``board.heap_live_bytes``: the largest live heap (``gc.mem_alloc()`` right after a
+  collection) seen in the main loop under the same load. Both figures are for the
+  64-bit Unix port (8-byte pointers, 32-byte GC blocks): a 32-bit board needs less.
 - ``board.mpy_bytes_armv6m`` / ``board.mpy_bytes_xtensawin``: total size of the
   cross-compiled firmware modules (what ``bpiiot flash`` copies, main.py excluded).
 """
@@ -70,13 +73,59 @@ def survives(fs_src: Path, heap_k: int) -> bool:
         host.stop()
 
 
+# Runs the app with the live heap (after a collection, every 50 loop turns) tracked.
+_PROBE = """import gc, sys
+from bpiiot_fw import app
+peak = [0, 0]
+orig = app.App.poll_link
+def poll_link(self, ms):
+    peak[1] += 1
+    if peak[1] % 50 == 0:
+        gc.collect()
+        a = gc.mem_alloc()
+        if a > peak[0]:
+            peak[0] = a
+            sys.stderr.write("BENCHLIVE %d\\n" % a)
+    return orig(self, ms)
+app.App.poll_link = poll_link
+app.main()
+"""
+
+
+def heap_live_bytes(fs_src: Path) -> int:
+    """Largest live heap (allocated after a collection) seen in the main loop under load."""
+    host = BoardHost(source=fs_src, heapsize="192K")
+    (host.fs_dir / "main.py").write_text(_PROBE)
+    port = host.start()
+    c = Client(port)
+    try:
+        c.sync(timeout=3)
+        c.command(m.SetKey(KEY))
+        c.set_key(KEY)
+        c.command(m.SetConfig(sample_rate_hz=3200, window_ms=1000, hop_ms=250, channels=15))
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            c.command(m.GetStatus())
+            c.recv(0.05)
+    finally:
+        c.close()
+        host.stop()
+    lines = [ln for ln in host.read_log().splitlines() if ln.startswith("BENCHLIVE ")]
+    return max((int(ln.split()[1]) for ln in lines), default=-1)
+
+
+def compiled_fs(tmp: str) -> Path:
+    """A board filesystem with the x64 build of the firmware, as `bpiiot flash` makes it."""
+    fs = Path(tmp) / "fs"
+    files = flash_mod.build(flash_mod.default_source(), fs, "x64")
+    (fs / "main.py").write_bytes(files[0][1].read_bytes())
+    return fs
+
+
 def heap_peak_bytes() -> int:
     """Smallest working heap in bytes (binary search over 4 KiB steps, 16-192 KiB)."""
     with tempfile.TemporaryDirectory() as tmp:
-        fs = Path(tmp) / "fs"
-        files = flash_mod.build(flash_mod.default_source(), fs, "x64")
-        assert files[0][0] == "main.py"
-        (fs / "main.py").write_bytes(files[0][1].read_bytes())
+        fs = compiled_fs(tmp)
         lo, hi = 4, 48  # in 4 KiB units: 16 KiB fails, 192 KiB works
         if not survives(fs, hi * 4):
             return -1
@@ -92,6 +141,8 @@ def heap_peak_bytes() -> int:
 def main() -> int:
     """Print the benchmark lines."""
     print(f"BENCH board.heap_peak_bytes {heap_peak_bytes()} bytes", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        print(f"BENCH board.heap_live_bytes {heap_live_bytes(compiled_fs(tmp))} bytes", flush=True)
     print(f"BENCH board.mpy_bytes_armv6m {mpy_bytes('armv6m')} bytes", flush=True)
     print(f"BENCH board.mpy_bytes_xtensawin {mpy_bytes('xtensawin')} bytes", flush=True)
     return 0
