@@ -141,7 +141,7 @@ def test_nack_codes(board: tuple[BoardHost, Client]) -> None:
         m.SetConfig(sample_rate_hz=1000),
         m.SetConfig(window_ms=500, hop_ms=1000),
         m.SetConfig(window_ms=1000, hop_ms=300),
-        m.SetConfig(sample_rate_hz=3200, window_ms=9000),
+        m.SetConfig(sample_rate_hz=1600, window_ms=1001),  # not a whole number of samples
         m.SetOutput(99, 1),
     ):
         replies, reply = c.command(cmd)

@@ -359,6 +359,12 @@ class App:
             self._plan(new["sample_rate_hz"], new["window_ms"], new["hop_ms"], new["machine_class"])
         except ValueError as exc:
             raise BadValue(str(exc)[:64])
+        if self.accel is not None and new["sample_rate_hz"] != cfg["sample_rate_hz"]:
+            try:
+                # Sensors refuse a rate before changing anything (ValueError).
+                self.accel.set_rate(new["sample_rate_hz"])
+            except ValueError as exc:
+                raise BadValue(str(exc)[:64])
         if new == {k: cfg[k] for k in CONFIG_KEYS}:
             return
         restart = any(new[k] != cfg[k] for k in CONFIG_KEYS if k != "channels")
@@ -415,7 +421,19 @@ class App:
         self._flush_logs()
         while True:
             self.wdt.feed()
-            if not self.poll_link(5 if self.sampler is not None else 50):
+            try:
+                up = self.poll_link(5 if self.sampler is not None else 50)
+            except SystemExit:
+                raise
+            except Exception as exc:
+                # A fault outside any one command (a MemoryError, a bug): the loop
+                # must go on, and the SBC hears about it.
+                self.frames_rejected += 1
+                platform.log_exception(exc, "main loop")
+                self.deframer = codec.Deframer()
+                self.logs.append((LOG_ERROR, "loop: " + platform.exception_text(exc)))
+                up = True
+            if not up:
                 if self.stream.closed:
                     return "closed"
                 self.stop_acquisition()
@@ -437,7 +455,11 @@ class App:
                     self.stop_acquisition()
                     self.log(LOG_ERROR, "acquisition stopped: " + platform.exception_text(exc))
             if self.logs:
-                self._flush_logs()
+                try:
+                    self._flush_logs()
+                except Exception as exc:
+                    platform.log_exception(exc, "log")
+                    self.logs = []
 
 
 def main():
