@@ -374,3 +374,33 @@ def test_host_stops_every_process(tmp_path: Path) -> None:
     host.stop()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_zone_d_drives_the_alarm_output() -> None:
+    # 500 mg at 100 Hz on x: 5.5 mm/s RMS, zone D for group 2 rigid (above 4.5 mm/s),
+    # zone B for group 1 flexible (3.5 / 7.1 / 11 mm/s boundaries).
+    host = BoardHost()
+    sensor = {"accel": "signal", "signal": {"kind": "sine", "x": [[100, 500]]}}
+    cfg = {"alarm_pin": 3, "machine_class": 2, "sensor": sensor}
+    (host.fs_dir / "bpiiot.json").write_text(json.dumps(cfg))
+    port = host.start()
+    c = Client(port)
+    outputs = host.fs_dir / "outputs.json"
+    try:
+        c.sync()
+        deadline = time.monotonic() + 4
+        while not c.reports and time.monotonic() < deadline:
+            c.recv(0.2)
+        assert c.reports and max(c.reports[-1].vel_rms_um_s) > 4500
+        assert json.loads(outputs.read_text())["3"] == 1
+        _, ack = c.command(m.SetConfig(machine_class=1))
+        assert isinstance(ack.message, m.Ack)
+        c.reports.clear()
+        deadline = time.monotonic() + 4
+        while len(c.reports) < 2 and time.monotonic() < deadline:
+            c.recv(0.2)
+        assert len(c.reports) >= 2 and 4500 < c.reports[-1].vel_rms_um_s[0] < 7100
+        assert json.loads(outputs.read_text())["3"] == 0
+    finally:
+        c.close()
+        host.stop()
