@@ -95,8 +95,9 @@ class FlashResult:
 
 
 def default_source() -> Path:
-    """The firmware in this checkout: ``board/micropython`` next to ``sbc/``."""
-    return Path(__file__).resolve().parents[2] / "board" / "micropython"
+    """The firmware shipped with the SDK (``data/firmware``; in a checkout, a link to
+    ``board/micropython``), so an installed ``bpiiot`` can flash without the repo."""
+    return Path(__file__).resolve().parent / "data" / "firmware"
 
 
 def resolve_arch(arch: str) -> str:
