@@ -176,14 +176,14 @@ def _write_private_file(path: Path, text: str, overwrite: bool) -> None:
                 os.link(tmp, path)
             except FileExistsError:
                 raise WalletExists(
-                    f"keystore {path} already exists; pass overwrite to replace it"
+                    f"keystore {path} already exists; replace it with --overwrite (overwrite=True in code)"
                 ) from None
             except OSError:
                 # File systems without hard links (FAT on a boot partition): check, then
                 # replace; the window between the two is the only difference.
                 if path.exists():
                     raise WalletExists(
-                        f"keystore {path} already exists; pass overwrite to replace it"
+                        f"keystore {path} already exists; replace it with --overwrite (overwrite=True in code)"
                     ) from None
                 os.replace(tmp, path)
             else:
@@ -202,7 +202,9 @@ def _write_private_file(path: Path, text: str, overwrite: bool) -> None:
 def _check_can_write(path: Path, overwrite: bool) -> None:
     # Checked before the slow KDF as a courtesy; _write_private_file enforces it atomically.
     if path.exists() and not overwrite:
-        raise WalletExists(f"keystore {path} already exists; pass overwrite to replace it")
+        raise WalletExists(
+            f"keystore {path} already exists; replace it with --overwrite (overwrite=True in code)"
+        )
 
 
 def _encrypt(private_key: bytes, password: str, kdf: KdfParams) -> str:
