@@ -176,14 +176,14 @@ def _write_private_file(path: Path, text: str, overwrite: bool) -> None:
                 os.link(tmp, path)
             except FileExistsError:
                 raise WalletExists(
-                    f"keystore {path} already exists; replace it with --overwrite (overwrite=True in code)"
+                    f"keystore {path} already exists; --overwrite (overwrite=True) replaces it"
                 ) from None
             except OSError:
                 # File systems without hard links (FAT on a boot partition): check, then
                 # replace; the window between the two is the only difference.
                 if path.exists():
                     raise WalletExists(
-                        f"keystore {path} already exists; replace it with --overwrite (overwrite=True in code)"
+                        f"keystore {path} already exists; --overwrite (overwrite=True) replaces it"
                     ) from None
                 os.replace(tmp, path)
             else:
@@ -203,7 +203,7 @@ def _check_can_write(path: Path, overwrite: bool) -> None:
     # Checked before the slow KDF as a courtesy; _write_private_file enforces it atomically.
     if path.exists() and not overwrite:
         raise WalletExists(
-            f"keystore {path} already exists; replace it with --overwrite (overwrite=True in code)"
+            f"keystore {path} already exists; --overwrite (overwrite=True) replaces it"
         )
 
 
