@@ -66,24 +66,24 @@ def test_hello_every_command_and_reports(board: tuple[BoardHost, Client]) -> Non
     assert status.frames_sent >= 3 and 0 < status.free_memory_bytes < 192 * 1024
     assert status.frames_rejected == 0
 
-    assert _config(c) == m.Config(1600, 1000, 1000, 15, 2)
+    assert _config(c) == m.Config(3200, 1000, 1000, 15, 2)
 
     # hello_request: hello first, then the ack.
     replies, ack = c.command(m.HelloRequest())
     assert isinstance(ack.message, m.Ack) and isinstance(replies[0].message, m.Hello)
     assert replies[0].message.last_host_seq == c.enc.seq
 
-    # set_config: config then ack; windows of 500 ms at 1600 S/s carry 800 samples.
+    # set_config: config then ack; windows of 500 ms at 3200 S/s carry 1600 samples.
     replies, ack = c.command(m.SetConfig(window_ms=500, hop_ms=250, channels=0b0011))
     assert isinstance(ack.message, m.Ack), ack.message
-    assert replies[0].message == m.Config(1600, 500, 250, 3, 2)
+    assert replies[0].message == m.Config(3200, 500, 250, 3, 2)
     c.reports.clear()
     deadline = time.monotonic() + 5
     while len(c.reports) < 3 and time.monotonic() < deadline:
         c.recv(0.2)
     assert len(c.reports) >= 3
     r = c.reports[-1]
-    assert r.samples == 800
+    assert r.samples == 1600
     assert r.acc_rms_mg[2] == 0 and r.acc_peak_mg[2] == 0 and r.vel_rms_um_s[2] == 0  # z off
     assert r.acc_rms_mg[0] > 0 and r.temperature_cdeg_c is None  # temperature off
     assert c.reports[-1].window_seq == c.reports[-2].window_seq + 1
@@ -148,7 +148,7 @@ def test_nack_codes(board: tuple[BoardHost, Client]) -> None:
         assert isinstance(reply.message, m.Nack), cmd
         assert reply.message.code == m.NackCode.BAD_VALUE, cmd
         assert not replies
-    assert _config(c) == m.Config(1600, 1000, 1000, 15, 2)
+    assert _config(c) == m.Config(3200, 1000, 1000, 15, 2)
     assert not (host.fs_dir / "outputs.json").read_text().count('"99"')
 
     # Checks 1-7 are silent: a bad CRC, a board-direction frame; then counted.
@@ -258,7 +258,7 @@ def test_corrupt_config_falls_back_to_defaults() -> None:
         log = c.recv(2.0, (m.Log,))
         assert log is not None and "corrupt" in log.message.text
         assert log.message.level == 2
-        assert _config(c) == m.Config(1600, 1000, 1000, 15, 2)
+        assert _config(c) == m.Config(3200, 1000, 1000, 15, 2)
         assert json.loads((host.fs_dir / "bpiiot.json").read_text())["boot"] == 1
     finally:
         c.close()

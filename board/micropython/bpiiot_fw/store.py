@@ -15,7 +15,7 @@ PATH = "bpiiot.json"
 DEFAULTS = {
     "board_id": "bpiiot-mp",
     "key": None,  # hex of 16-32 bytes, or None
-    "sample_rate_hz": 1600,
+    "sample_rate_hz": 3200,  # per axis; the DSP supports 1600, 3200 and 6400 (DSP.md)
     "window_ms": 1000,
     "hop_ms": 1000,
     "channels": 15,
