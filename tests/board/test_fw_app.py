@@ -287,7 +287,7 @@ def test_bad_sensor_config_keeps_the_link_up() -> None:
 def test_crashes_go_to_stderr_never_into_the_stream() -> None:
     host = BoardHost()
     # A sensor that fails mid-run: the app stops acquisition, logs it, keeps answering.
-    sensors = host.fs_dir / "bpiiot_fw" / "sensors.py"
+    sensors = host.fs_dir / "bpiiot_fw" / "sensors_signal.py"
     sensors.write_text(
         sensors.read_text()
         + "\n_orig = SignalSource.read\n"
