@@ -101,6 +101,7 @@ def test_garbage_in_the_stream_is_counted_and_survived(board_host) -> None:
             dropped = board.stats.dropped
             assert sum(dropped.values()) >= 6
             assert set(dropped) <= set(wire.REASONS)
+        bridge.close()  # one reader per port: the bridge must let go of the pty
         # Garbage toward the board is refused and counted by the board, never obeyed.
         with bpiiot.connect(board_host.port) as board:
             before = board.get_status().frames_rejected
