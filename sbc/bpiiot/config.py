@@ -12,11 +12,9 @@ whole file (comments are not kept).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
-import tempfile
 import tomllib
 import types
 import typing
@@ -25,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bpiiot.errors import BpiiotError
+from bpiiot.files import write_private
 
 DEFAULT_PATH = Path("~/.config/bpiiot/config.toml")
 
@@ -217,17 +216,6 @@ def save(config: Config, path: Path | str | None = None) -> Path:
     """Write the config atomically (temp file + os.replace) with mode 0600."""
     p = Path(path).expanduser() if path else (config.path or default_path())
     text = dumps(config)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    write_private(p, text)
     config.path = p
     return p

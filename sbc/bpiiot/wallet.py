@@ -20,13 +20,11 @@ users could read it in the process list.
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import json
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +37,7 @@ from eth_keys.main import KeyAPI
 from eth_utils.address import to_checksum_address
 
 from bpiiot.errors import BpiiotError
+from bpiiot.files import write_private
 
 log = logging.getLogger(__name__)
 
@@ -160,43 +159,12 @@ def log_signing_backend() -> str:
 
 def _write_private_file(path: Path, text: str, overwrite: bool) -> None:
     """Write ``text`` to ``path`` atomically with mode 0600; refuse to clobber unless asked."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            # link() fails if the target exists: an atomic "create, never clobber".
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise WalletExists(
-                    f"keystore {path} already exists; --overwrite (overwrite=True) replaces it"
-                ) from None
-            except OSError:
-                # File systems without hard links (FAT on a boot partition): check, then
-                # replace; the window between the two is the only difference.
-                if path.exists():
-                    raise WalletExists(
-                        f"keystore {path} already exists; --overwrite (overwrite=True) replaces it"
-                    ) from None
-                os.replace(tmp, path)
-            else:
-                os.unlink(tmp)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_private(path, text, overwrite=overwrite)
+    except FileExistsError:
+        raise WalletExists(
+            f"keystore {path} already exists; --overwrite (overwrite=True) replaces it"
+        ) from None
 
 
 def _check_can_write(path: Path, overwrite: bool) -> None:
