@@ -1,7 +1,8 @@
 """Timer-paced sampling into preallocated ring buffers.
 
 ``Sampler(accel, rate_hz, block=256)`` owns three ``array('h')`` rings (one per
-axis, capacity a power of two, default 8 * block rounded up). Samples are produced
+axis, capacity a power of two, default 8 * block rounded up), or uses the three the
+caller passes as ``rings`` (the app allocates them once at boot). Samples are produced
 by a clock, never by the main loop's speed:
 
 - On a board, ``machine.Timer`` calls a soft callback: for a self-clocked sensor
@@ -13,7 +14,7 @@ by a clock, never by the main loop's speed:
   works out how many samples fell due since the previous poll and asks the signal
   source for exactly those.
 
-``poll(x, y, z)`` copies up to ``len(x)`` waiting samples into the caller's arrays
+``poll(x, y, z)`` copies up to ``len(x)`` (or ``most``) waiting samples into the caller's arrays
 and returns how many. If the main loop falls behind by more than the ring capacity,
 the samples that do not fit are dropped and ``overruns`` grows by their number (for
 the ADXL345, by 1 per FIFO found full: how many it lost is unknown). The signal
@@ -53,19 +54,25 @@ def _host():
 class Sampler:
     """Paced acquisition from one accelerometer into ring buffers."""
 
-    def __init__(self, accel, rate_hz, block=256, capacity=None, clock=None):
+    def __init__(self, accel, rate_hz, block=256, capacity=None, clock=None, rings=None):
         accel.set_rate(rate_hz)  # ValueError for a rate the sensor cannot do
         self.accel = accel
         self.rate_hz = rate_hz
         self.block = block
-        cap = capacity or 8 * block
-        c = 1
-        while c < cap:
-            c <<= 1
+        if rings is None:
+            cap = capacity or 8 * block
+            c = 1
+            while c < cap:
+                c <<= 1
+            rings = (array("h", bytes(2 * c)), array("h", bytes(2 * c)), array("h", bytes(2 * c)))
+        else:
+            # The caller's rings, reused across restarts so the heap never needs room
+            # for a second set (a board's heap fragments: big blocks are found once).
+            c = len(rings[0])
+            if c & (c - 1) or len(rings[1]) != c or len(rings[2]) != c:
+                raise ValueError("rings: three arrays of one power-of-two length")
         self.capacity = c
-        self._rx = array("h", bytes(2 * c))
-        self._ry = array("h", bytes(2 * c))
-        self._rz = array("h", bytes(2 * c))
+        self._rx, self._ry, self._rz = rings
         self._w = 0  # written, only the producer changes it
         self._r = 0  # read, only poll changes it
         #: Samples dropped because the ring was full (never silently lost).
@@ -165,13 +172,15 @@ class Sampler:
             if skip is not None:
                 skip(due - k)
 
-    def poll(self, x, y, z):
-        """Copy up to len(x) waiting samples into x, y, z; return how many."""
+    def poll(self, x, y, z, most=0):
+        """Copy up to ``most`` (default len(x)) waiting samples into x, y, z; return how many."""
         if self._host and self.running:
             self._produce()
         n = (self._w - self._r) & _MASK
-        if n > len(x):
-            n = len(x)
+        if not most:
+            most = len(x)
+        if n > most:
+            n = most
         if n:
             r = self._r & (self.capacity - 1)
             _copy(x, self._rx, r, n)

@@ -10,6 +10,8 @@ counted and nacked where the spec says so; a failing command is nacked
 import time
 from array import array
 
+from micropython import const
+
 from bpiiot_fw import codec, platform
 from bpiiot_fw.codec import (
     T_ACK,
@@ -49,6 +51,10 @@ CONFIG_KEYS = ("sample_rate_hz", "window_ms", "hop_ms", "channels", "machine_cla
 LOG_INFO = 1
 LOG_WARNING = 2
 LOG_ERROR = 3
+# Samples per axis: the sampler's rings (a power of two, 160-640 ms of slack at
+# 6400-1600 S/s) and the blocks handed from the rings to the DSP.
+_RING = const(1024)
+_BLOCK = const(128)
 
 
 class BadValue(Exception):
@@ -59,10 +65,20 @@ def _u16(v):
     return 0 if v < 0 else (65535 if v > 65535 else v)
 
 
+def _zeros(n):
+    # Three int16 arrays of n samples (one per axis).
+    return array("h", bytes(2 * n)), array("h", bytes(2 * n)), array("h", bytes(2 * n))
+
+
 class App:
     """One board: link state, configuration, acquisition and the command handlers."""
 
     def __init__(self, stream=None, store=None):
+        # The only large buffers, made first and kept for good: later on the heap is
+        # fragmented and may no longer hold 2 KiB in one piece.
+        self._rings = _zeros(_RING)
+        self._bufs = _zeros(_BLOCK)
+        self._block = _BLOCK
         self.store = store or Store()
         self.clock = platform.Clock()
         self.load = platform.Load()
@@ -106,7 +122,6 @@ class App:
         self.temp = None
         self.accel = None
         self._dsp = None
-        self._bufs = None
         self._escape_at = None
         self._seen_overruns = 0
         self.start_acquisition()
@@ -155,14 +170,13 @@ class App:
                     self.logs.append(
                         (LOG_WARNING, "no temperature: " + platform.exception_text(exc))
                     )
-            block = min(feat.hop_n, 128)
-            self._bufs = (
-                array("h", bytes(2 * block)),
-                array("h", bytes(2 * block)),
-                array("h", bytes(2 * block)),
+            # Blocks never span two hops (Features.feed takes at most hop_n samples).
+            block = min(feat.hop_n, _BLOCK)
+            sampler = acquire.Sampler(
+                self.accel, cfg["sample_rate_hz"], block=block, rings=self._rings
             )
-            sampler = acquire.Sampler(self.accel, cfg["sample_rate_hz"], block=block)
             sampler.start()
+            self._block = block
             self._seen_overruns = 0
             self.sampler = sampler
             self.features = feat
@@ -192,7 +206,7 @@ class App:
         feat = self.features
         x, y, z = self._bufs
         while True:
-            n = sampler.poll(x, y, z)
+            n = sampler.poll(x, y, z, self._block)
             if sampler.overruns != self._seen_overruns:
                 # Samples were lost: a window across the gap would mix two signals.
                 self._seen_overruns = sampler.overruns

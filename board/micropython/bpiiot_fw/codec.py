@@ -1,10 +1,14 @@
 """Board-side codec of the BPIIoT link protocol (protocol/SPEC.md, sections 2-5).
 
 COBS framing, CRC-32, HMAC-SHA256 truncated to 8 bytes, a deterministic CBOR
-encoder/decoder for exactly the subset the spec allows, header build/parse,
-payload schemas and a frame verifier for either end of the link. It produces
-byte-identical frames to the SDK (sbc/bpiiot/wire.py) and is judged by the same
-vectors (protocol/vectors/*.json).
+encoder/decoder for exactly the subset the spec allows, header build/parse, the
+command schemas and a frame verifier. It produces byte-identical frames to the SDK
+(sbc/bpiiot/wire.py) and is judged by the same vectors (protocol/vectors/*.json).
+
+What only the host end of the link needs (the schemas of the board's messages, the
+host's replay rule) lives in ``codec_host``, imported on first use by a host-side
+:class:`Verifier` or :func:`check_payload`: a board never loads it. A port without
+``binascii.crc32`` loads the pure-Python ``crc32`` module instead.
 
 Runs on MicroPython (boards and the Unix port) and on CPython.
 """
@@ -23,20 +27,20 @@ except ImportError:  # CPython, for tools and tests
 try:
     from binascii import crc32
 except ImportError:  # ports built without binascii.crc32
-    crc32 = None
+    from bpiiot_fw.crc32 import crc32
 
 VERSION_MAJOR = const(1)
 VERSION_MINOR = const(0)
 FLAG_AUTH = const(0x01)
 FLAG_HOST = const(0x02)
-HEADER_LEN = const(8)
-TAG_LEN = const(8)
-CRC_LEN = const(4)
-MIN_BODY = const(13)
-MAX_BODY = const(512)
+_HEADER_LEN = const(8)
+_TAG_LEN = const(8)
+_CRC_LEN = const(4)
+_MIN_BODY = const(13)
+_MAX_BODY = const(512)
 MAX_ENCODED = const(515)
-KEY_MIN = const(16)
-KEY_MAX = const(32)
+_KEY_MIN = const(16)
+_KEY_MAX = const(32)
 
 # Message types (SPEC.md 5).
 T_HELLO = const(0x01)
@@ -85,7 +89,11 @@ _U32 = const(0xFFFFFFFF)
 
 
 class FrameError(Exception):
-    """A frame failed a check: ``reason`` as in SPEC.md 3.3, ``seq`` once it is known."""
+    """A frame failed a check: ``reason`` as in SPEC.md 3.3, ``seq`` once it is known.
+
+    The CBOR decoder and the schemas raise it too (reasons ``cbor`` and ``schema``,
+    ``detail`` saying what is wrong); the verifier then fills in ``seq``.
+    """
 
     def __init__(self, reason, seq=None, detail=""):
         super().__init__(reason)
@@ -94,39 +102,12 @@ class FrameError(Exception):
         self.detail = detail
 
 
-class CborError(Exception):
-    """Malformed CBOR, or a value the encoder refuses (floats, booleans)."""
+def _cbor_error(detail):
+    return FrameError("cbor", None, detail)
 
 
-class SchemaError(Exception):
-    """A decoded payload does not match its message's schema."""
-
-
-# --- CRC-32 ----------------------------------------------------------------------
-
-_crc_table = None
-
-
-def _crc32_table(data, crc=0):
-    # Fallback for ports without binascii.crc32; the table is built on first use.
-    global _crc_table
-    if _crc_table is None:
-        t = []
-        for i in range(256):
-            c = i
-            for _ in range(8):
-                c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
-            t.append(c)
-        _crc_table = t
-    t = _crc_table
-    crc ^= 0xFFFFFFFF
-    for b in data:
-        crc = t[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-if crc32 is None:
-    crc32 = _crc32_table
+def _schema_error(detail):
+    return FrameError("schema", None, detail)
 
 
 # --- COBS ------------------------------------------------------------------------
@@ -189,84 +170,29 @@ def cobs_decode(src):
 # --- HMAC-SHA256/64 --------------------------------------------------------------
 
 
-class Hmac:
-    """HMAC-SHA256 truncated to 8 bytes, with the padded key blocks computed once.
-
-    MicroPython's sha256 objects cannot be copied, so each tag hashes the 64-byte
-    ipad/opad blocks again: two extra compression rounds, no allocation per key byte.
-    """
-
-    def __init__(self, key):
-        block = bytearray(64)
-        block[: len(key)] = key
-        self._ipad = bytes(b ^ 0x36 for b in block)
-        self._opad = bytes(b ^ 0x5C for b in block)
-
-    def tag(self, data):
-        """The first 8 bytes of HMAC-SHA256(key, data)."""
-        h = hashlib.sha256(self._ipad)
-        h.update(data)
-        o = hashlib.sha256(self._opad)
-        o.update(h.digest())
-        return o.digest()[:TAG_LEN]
-
-
-def check_key(key):
-    """Return key as bytes if it is 16-32 bytes (None stays None); ValueError otherwise."""
+def _pads(key):
+    # The key's HMAC ipad and opad blocks, computed once per key (None: no key).
+    # Returns (ipad, opad), or None; ValueError unless key is 16-32 bytes.
     if key is None:
         return None
-    if type(key) not in (bytes, bytearray) or not KEY_MIN <= len(key) <= KEY_MAX:
+    if type(key) not in (bytes, bytearray) or not _KEY_MIN <= len(key) <= _KEY_MAX:
         raise ValueError("key must be 16-32 bytes")
-    return bytes(key)
+    block = bytearray(64)
+    block[: len(key)] = key
+    return bytes(b ^ 0x36 for b in block), bytes(b ^ 0x5C for b in block)
+
+
+def _tag(pads, data):
+    # The first 8 bytes of HMAC-SHA256(key, data). MicroPython's sha256 objects
+    # cannot be copied, so each tag hashes the 64-byte pad blocks again.
+    h = hashlib.sha256(pads[0])
+    h.update(data)
+    o = hashlib.sha256(pads[1])
+    o.update(h.digest())
+    return o.digest()[:_TAG_LEN]
 
 
 # --- CBOR ------------------------------------------------------------------------
-
-
-class _Odd:
-    """A CBOR item the protocol never allows (float, tag, boolean, simple value).
-
-    Decoded into a placeholder so that well-formed CBOR is refused by the schema
-    check (`schema`), as the SDK does, rather than as malformed (`cbor`).
-    """
-
-    def __init__(self, what):
-        self.what = what
-
-    def __repr__(self):
-        return "<" + self.what + ">"
-
-
-class CMap:
-    """A decoded CBOR map: its (key, value) pairs in wire order.
-
-    MicroPython dicts do not keep insertion order, and the schema must see the
-    order (keys must ascend). A repeated key keeps its first position and its last
-    value, as the SDK's decoder does.
-    """
-
-    def __init__(self):
-        self.pairs = []
-
-    def put(self, k, v):
-        """Add a pair, or replace the value of an existing key."""
-        for i, p in enumerate(self.pairs):
-            if type(p[0]) is type(k) and p[0] == k:
-                self.pairs[i] = (k, v)
-                return
-        self.pairs.append((k, v))
-
-    def to_dict(self):
-        """The pairs as a dict."""
-        return dict(self.pairs)
-
-    def __eq__(self, other):
-        if isinstance(other, CMap):
-            return self.pairs == other.pairs
-        return isinstance(other, dict) and self.to_dict() == other and len(other) == len(self.pairs)
-
-    def __repr__(self):
-        return "CMap(%r)" % (self.pairs,)
 
 
 def _head(out, major, n):
@@ -284,17 +210,16 @@ def _head(out, major, n):
         out.extend(struct.pack(">I", n))
     elif n < 0x10000000000000000:
         out.append(m | 27)
-        out.extend(struct.pack(">I", n >> 32))
-        out.extend(struct.pack(">I", n & 0xFFFFFFFF))
+        out.extend(struct.pack(">II", n >> 32, n & 0xFFFFFFFF))
     else:
-        raise CborError("integer out of range")
+        raise _cbor_error("integer out of range")
 
 
 def cbor_encode(obj, out=None):
     """Append the deterministic CBOR of obj to out (a bytearray) and return out.
 
-    Allowed: int, str, bytes, list/tuple, dict (or CMap) with int keys (written in
-    ascending order), None. Floats, booleans and anything else raise CborError.
+    Allowed: int, str, bytes, list/tuple, dict with int keys (written in ascending
+    order), None. Floats, booleans and anything else raise FrameError('cbor').
     """
     if out is None:
         out = bytearray()
@@ -315,51 +240,45 @@ def cbor_encode(obj, out=None):
         _head(out, 4, len(obj))
         for v in obj:
             cbor_encode(v, out)
-    elif t is dict or t is CMap:
-        d = obj.to_dict() if t is CMap else obj
-        keys = sorted(d)
+    elif t is dict:
+        keys = sorted(obj)
         for k in keys:
             if type(k) is not int or k < 0:
-                raise CborError("map keys must be unsigned integers")
+                raise _cbor_error("map keys must be unsigned integers")
         _head(out, 5, len(keys))
         for k in keys:
             _head(out, 0, k)
-            cbor_encode(d[k], out)
+            cbor_encode(obj[k], out)
     elif obj is None:
         out.append(0xF6)
     else:
-        raise CborError("cannot encode " + t.__name__)
+        raise _cbor_error("cannot encode " + t.__name__)
     return out
 
 
-_BREAK = _Odd("break")
-_MAX_DEPTH = const(4)  # deeper than any schema: decoded as a placeholder, still checked
+# Decoded in place of items the protocol never allows (floats, tags, booleans,
+# simple values, odd map keys, nesting deeper than any schema): well-formed CBOR is
+# then refused by the schema check (`schema`), as the SDK does, not as `cbor`.
+ODD = object()
+_BREAK = object()
+_MAX_DEPTH = const(4)
 
 
 def _arg(buf, pos, ai):
     # Returns (value, new position) of a head's argument; None value = indefinite.
     if ai < 24:
         return ai, pos
-    if ai == 24:
-        if pos + 1 > len(buf):
-            raise CborError("truncated")
-        return buf[pos], pos + 1
-    if ai == 25:
-        if pos + 2 > len(buf):
-            raise CborError("truncated")
-        return (buf[pos] << 8) | buf[pos + 1], pos + 2
-    if ai == 26:
-        if pos + 4 > len(buf):
-            raise CborError("truncated")
-        return struct.unpack_from(">I", buf, pos)[0], pos + 4
-    if ai == 27:
-        if pos + 8 > len(buf):
-            raise CborError("truncated")
-        hi, lo = struct.unpack_from(">II", buf, pos)
-        return (hi << 32) | lo, pos + 8
-    if ai == 31:
-        return None, pos
-    raise CborError("reserved additional information")
+    if ai > 27:
+        if ai == 31:
+            return None, pos
+        raise _cbor_error("reserved additional information")
+    size = 1 << (ai - 24)
+    if pos + size > len(buf):
+        raise _cbor_error("truncated")
+    v = 0
+    for i in range(pos, pos + size):
+        v = (v << 8) | buf[i]
+    return v, pos + size
 
 
 def _utf8_ok(b):
@@ -403,30 +322,33 @@ def _string(buf, pos, major, n):
     if n is not None:
         end = pos + n
         if end > len(buf):
-            raise CborError("truncated string")
+            raise _cbor_error("truncated string")
         return bytes(buf[pos:end]), end
     parts = []
     while True:
         if pos >= len(buf):
-            raise CborError("truncated string")
+            raise _cbor_error("truncated string")
         ib = buf[pos]
         pos += 1
         if ib == 0xFF:
             break
         if ib >> 5 != major:
-            raise CborError("bad chunk in indefinite string")
+            raise _cbor_error("bad chunk in indefinite string")
         m, pos = _arg(buf, pos, ib & 31)
         if m is None:
-            raise CborError("nested indefinite string")
+            raise _cbor_error("nested indefinite string")
         p, pos = _string(buf, pos, major, m)
         parts.append(p)
     return b"".join(parts), pos
 
 
 def _item(buf, pos, depth):
-    """Decode one item at pos; return (value, new position)."""
+    # Decode one item at pos; return (value, new position). Maps come back as a
+    # tuple of (key, value) pairs in wire order (MicroPython dicts do not keep
+    # insertion order, and the schema must see it); a repeated key keeps its first
+    # position and its last value, as the SDK's decoder does.
     if pos >= len(buf):
-        raise CborError("truncated")
+        raise _cbor_error("truncated")
     ib = buf[pos]
     pos += 1
     major = ib >> 5
@@ -437,220 +359,155 @@ def _item(buf, pos, depth):
         if ai == 31:
             return _BREAK, pos
         if ai < 24:
-            return _Odd("simple"), pos
+            return ODD, pos
         if ai == 24:
             if pos >= len(buf):
-                raise CborError("truncated")
+                raise _cbor_error("truncated")
             if buf[pos] < 32:
-                raise CborError("invalid simple value")
-            return _Odd("simple"), pos + 1
+                raise _cbor_error("invalid simple value")
+            return ODD, pos + 1
         if 25 <= ai <= 27:
-            size = 1 << (ai - 24)
-            if pos + size > len(buf):
-                raise CborError("truncated float")
-            return _Odd("float"), pos + size
-        raise CborError("reserved additional information")
+            pos += 1 << (ai - 24)
+            if pos > len(buf):
+                raise _cbor_error("truncated float")
+            return ODD, pos
+        raise _cbor_error("reserved additional information")
     n, pos = _arg(buf, pos, ai)
-    if major == 0:
+    if major < 2:
         if n is None:
-            raise CborError("indefinite integer")
-        return n, pos
-    if major == 1:
-        if n is None:
-            raise CborError("indefinite integer")
-        return -1 - n, pos
-    if major == 2 or major == 3:
+            raise _cbor_error("indefinite integer")
+        return (n if major == 0 else -1 - n), pos
+    if major < 4:
         s, pos = _string(buf, pos, major, n)
         if major == 3:
             if not _utf8_ok(s):
-                raise CborError("invalid UTF-8")
+                raise _cbor_error("invalid UTF-8")
             s = s.decode()
         return s, pos
     if major == 6:
         if n is None:
-            raise CborError("indefinite tag")
+            raise _cbor_error("indefinite tag")
         v, pos = _item(buf, pos, depth + 1)
         if v is _BREAK:
-            raise CborError("break after tag")
-        return _Odd("tag"), pos
+            raise _cbor_error("break after tag")
+        return ODD, pos
     # Arrays and maps; nesting beyond any schema is checked but not kept.
     keep = depth < _MAX_DEPTH
-    if major == 4:
-        arr = [] if keep else None
-        i = 0
-        while n is None or i < n:
-            v, pos = _item(buf, pos, depth + 1)
-            if v is _BREAK:
-                if n is None:
-                    break
-                raise CborError("unexpected break")
-            if keep:
-                arr.append(v)
-            i += 1
-        return (arr if keep else _Odd("deep")), pos
-    m = CMap() if keep else None
+    out = []
     i = 0
     while n is None or i < n:
-        k, pos = _item(buf, pos, depth + 1)
-        if k is _BREAK:
-            if n is None:
-                break
-            raise CborError("unexpected break")
         v, pos = _item(buf, pos, depth + 1)
         if v is _BREAK:
-            raise CborError("break in place of a map value")
-        if keep:
-            if type(k) is list or type(k) is CMap or isinstance(k, _Odd):
-                k = _Odd("key")  # unhashable or odd: never valid in a schema
-            m.put(k, v)
+            if n is None:
+                break
+            raise _cbor_error("unexpected break")
         i += 1
-    return (m if keep else _Odd("deep")), pos
+        if major == 5:
+            k = v
+            v, pos = _item(buf, pos, depth + 1)
+            if v is _BREAK:
+                raise _cbor_error("break in place of a map value")
+            if not keep:
+                continue
+            if type(k) is list or type(k) is tuple:
+                k = ODD  # never valid in a schema
+            for j in range(len(out)):
+                if type(out[j][0]) is type(k) and out[j][0] == k:
+                    out[j] = (k, v)
+                    break
+            else:
+                out.append((k, v))
+        elif keep:
+            out.append(v)
+    if not keep:
+        return ODD, pos
+    return (tuple(out) if major == 5 else out), pos
 
 
 def cbor_decode(buf, pos=0):
-    """Decode one CBOR item from buf at pos; return (value, end). Raises CborError.
+    """Decode one CBOR item from buf at pos; return (value, end).
 
-    Maps come back as :class:`CMap`; floats, tags and simple values as placeholders
-    that no schema accepts.
+    Raises FrameError('cbor'). Maps come back as tuples of (key, value) pairs in
+    wire order; floats, tags and simple values as ``ODD``, which no schema accepts.
     """
     try:
         v, end = _item(buf, pos, 0)
     except RuntimeError:  # recursion limit on deeply nested input
-        raise CborError("nesting too deep")
+        raise _cbor_error("nesting too deep")
     if v is _BREAK:
-        raise CborError("break where an item was expected")
+        raise _cbor_error("break where an item was expected")
     return v, end
 
 
 # --- schemas (SPEC.md 5, bpiiot.cddl) --------------------------------------------
 
 
-def _uint(v, hi=_U32, lo=0):
+def uint(v, hi=_U32, lo=0):
+    """v if it is an int in lo..hi; FrameError('schema') otherwise."""
     if type(v) is not int or not lo <= v <= hi:
-        raise SchemaError("integer out of range")
+        raise _schema_error("integer out of range")
     return v
 
 
-def _arr(obj, n):
+def arr(obj, n):
+    """obj if it is an array of n items; FrameError('schema') otherwise."""
     if type(obj) is not list or len(obj) != n:
-        raise SchemaError("array of %d expected" % n)
+        raise _schema_error("array of %d expected" % n)
     return obj
 
 
-def _text(v, maxlen):
-    if type(v) is not str or len(v.encode()) > maxlen:
-        raise SchemaError("text too long")
-    return v
+def config_map(obj, complete):
+    """A set_config (or, complete, a config) map as a dict {1..5: value}.
 
-
-def _id_ok(s):
-    if not 1 <= len(s) <= 32:
-        return False
-    for c in s:
-        if not ("a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c in "._-"):
-            return False
-    return True
-
-
-# key: (lo, hi); SPEC.md 5.3 and the cddl's set-config/config rules.
-CONFIG_RANGES = {1: (1, 0xFFFF), 2: (1, 60000), 3: (1, 60000), 4: (0, 15), 5: (0, 3)}
-
-
-def _config(obj, complete):
-    if type(obj) is not CMap and type(obj) is not dict:
-        raise SchemaError("map expected")
-    pairs = obj.pairs if type(obj) is CMap else sorted(obj.items())
-    if not pairs:
-        raise SchemaError("at least one key")
+    Keys must ascend, values lie in the ranges of SPEC.md 5.3: sample rate 1-65535,
+    window and hop 1-60000 ms, channels 0-15, machine class 0-3.
+    """
+    if type(obj) is dict:
+        obj = sorted(obj.items())
+    elif type(obj) is not tuple:
+        raise _schema_error("map expected")
+    if not obj:
+        raise _schema_error("at least one key")
     last = 0
     out = {}
-    for k, v in pairs:
-        if type(k) is not int or k not in CONFIG_RANGES:
-            raise SchemaError("unknown key")
+    for k, v in obj:
+        if type(k) is not int or not 1 <= k <= 5:
+            raise _schema_error("unknown key")
         if k <= last:
-            raise SchemaError("keys must ascend")
+            raise _schema_error("keys must ascend")
         last = k
-        lo, hi = CONFIG_RANGES[k]
-        out[k] = _uint(v, hi, lo)
+        out[k] = uint(v, (0xFFFF, 60000, 60000, 15, 3)[k - 1], 0 if k > 3 else 1)
     if complete and len(out) != 5:
-        raise SchemaError("every key 1..5")
+        raise _schema_error("every key 1..5")
     return out
 
 
 def check_payload(type_, obj):
     """Validate a decoded payload for message type_ and return it normalised.
 
-    Maps come back as dicts; everything else as decoded. Raises SchemaError.
+    Maps come back as dicts; everything else as decoded. Raises FrameError('schema').
+    The board's own messages are checked by ``codec_host`` (loaded on first use).
     """
-    if type_ == T_REPORT:
-        a = _arr(obj, 13)
-        for i in range(3):
-            _uint(a[i])
-        for i in range(3, 12):
-            _uint(a[i], _U16)
-        t = a[12]
-        if t is not None:
-            _uint(t, 100000, -27315)
+    if type_ < T_PING:
+        from bpiiot_fw import codec_host
+
+        return codec_host.check_board_payload(type_, obj)
+    if type_ == T_SET_CONFIG:
+        return config_map(obj, False)
+    if type_ == T_SET_OUTPUT:
+        a = arr(obj, 2)
+        uint(a[0], 0xFF)
+        uint(a[1], 1)
         return a
-    if type_ == T_ACK:
-        _uint(_arr(obj, 1)[0])
-        return obj
-    if type_ >= T_PING:
-        if type_ == T_SET_CONFIG:
-            return _config(obj, False)
-        if type_ == T_SET_OUTPUT:
-            a = _arr(obj, 2)
-            _uint(a[0], 0xFF)
-            _uint(a[1], 1)
-            return a
-        if type_ == T_SET_KEY:
-            a = _arr(obj, 1)
-            if type(a[0]) is not bytes or not KEY_MIN <= len(a[0]) <= KEY_MAX:
-                raise SchemaError("key must be 16-32 bytes")
-            return a
-        _arr(obj, 0)
-        return obj
-    if type_ == T_HELLO:
-        a = _arr(obj, 6)
-        if type(a[0]) is not str or not _id_ok(a[0]):
-            raise SchemaError("bad board id")
-        for v in _arr(a[1], 3):
-            _uint(v, _U16)
-        for v in _arr(a[2], 2):
-            _uint(v, 0xFF)
-        for i in range(3, 6):
-            _uint(a[i])
+    if type_ == T_SET_KEY:
+        a = arr(obj, 1)
+        if type(a[0]) is not bytes or not _KEY_MIN <= len(a[0]) <= _KEY_MAX:
+            raise _schema_error("key must be 16-32 bytes")
         return a
-    if type_ == T_STATUS:
-        a = _arr(obj, 7)
-        for v in a:
-            _uint(v)
-        _uint(a[4], 1000)
-        return a
-    if type_ == T_NACK:
-        a = _arr(obj, 3)
-        _uint(a[0])
-        _uint(a[1], 0xFF)
-        _text(a[2], 64)
-        return a
-    if type_ == T_LOG:
-        a = _arr(obj, 2)
-        _uint(a[0], 4)
-        _text(a[1], 200)
-        return a
-    if type_ == T_CONFIG:
-        return _config(obj, True)
-    raise SchemaError("unknown type")
+    return arr(obj, 0)
 
 
 # --- frames ----------------------------------------------------------------------
-
-
-def newer(session, seq, last_session, last_seq):
-    """True when (session, seq) comes after (last_session, last_seq) (RFC 1982 sessions)."""
-    if session == last_session:
-        return seq > last_seq
-    return 0 < ((session - last_session) & _U16) < 0x8000
 
 
 class Encoder:
@@ -660,13 +517,11 @@ class Encoder:
         self.from_host = from_host
         self.session = session
         self.seq = seq
-        self.hmac = None
         self.set_key(key)
 
     def set_key(self, key):
-        """Tag frames with key from now on (None: stop tagging)."""
-        key = check_key(key)
-        self.hmac = Hmac(key) if key else None
+        """Tag frames with key (16-32 bytes) from now on (None: stop tagging)."""
+        self._pads = _pads(key)
 
     def encode(self, type_, payload_obj):
         """Wire bytes (COBS + delimiter) of a message with the next sequence number."""
@@ -675,16 +530,16 @@ class Encoder:
 
     def frame(self, type_, payload, seq, session=None):
         """Frame an encoded payload with explicit header values."""
-        flags = (FLAG_HOST if self.from_host else 0) | (FLAG_AUTH if self.hmac else 0)
+        flags = (FLAG_HOST if self.from_host else 0) | (FLAG_AUTH if self._pads else 0)
         sess = self.session if session is None else session
         body = bytearray(
             struct.pack(_HEADER, (VERSION_MAJOR << 4) | flags, type_, sess & _U16, seq & _U32)
         )
         body.extend(payload)
-        if self.hmac is not None:
-            body.extend(self.hmac.tag(body))
+        if self._pads is not None:
+            body.extend(_tag(self._pads, body))
         body.extend(struct.pack("<I", crc32(body) & _U32))
-        if len(body) > MAX_BODY:
+        if len(body) > _MAX_BODY:
             raise FrameError("oversize", seq)
         out = cobs_encode(body)
         out.append(0)
@@ -696,21 +551,20 @@ class Verifier:
 
     ``board=True`` for the board's receiver (commands from the host): the session
     must equal the board's own (``session``; None accepts any) and seq must grow,
-    hello requests excepted. ``board=False`` for the host's receiver. The replay
-    state advances only for frames that pass every check.
+    hello requests excepted. ``board=False`` for the host's receiver (conformance
+    tests; loads ``codec_host``). The replay state advances only for frames that
+    pass every check.
     """
 
     def __init__(self, board=True, key=None, session=None, seq=0):
         self.board = board
         self.session = session
         self.seq = seq
-        self.hmac = None
         self.set_key(key)
 
     def set_key(self, key):
-        """Require tags made with key from now on (None: stop requiring them)."""
-        key = check_key(key)
-        self.hmac = Hmac(key) if key else None
+        """Require tags made with key (16-32 bytes) from now on (None: stop requiring them)."""
+        self._pads = _pads(key)
 
     def verify(self, chunk):
         """Check one COBS chunk (no delimiter).
@@ -722,11 +576,11 @@ class Verifier:
             raise FrameError("oversize")
         body = cobs_decode(chunk)
         n = len(body)
-        if n > MAX_BODY:
+        if n > _MAX_BODY:
             raise FrameError("oversize")
-        if n < MIN_BODY:
+        if n < _MIN_BODY:
             raise FrameError("truncated")
-        end = n - CRC_LEN
+        end = n - _CRC_LEN
         mv = memoryview(body)
         if crc32(mv[:end]) & _U32 != struct.unpack_from("<I", body, end)[0]:
             raise FrameError("crc")
@@ -736,55 +590,50 @@ class Verifier:
         flags = vf & 0x0F
         if flags & ~(FLAG_AUTH | FLAG_HOST):
             raise FrameError("flags")
-        if (flags & FLAG_HOST) != (FLAG_HOST if self.board else 0):
+        board = self.board
+        if (flags & FLAG_HOST) != (FLAG_HOST if board else 0):
             raise FrameError("direction")
+        pads = self._pads
         if flags & FLAG_AUTH:
-            end -= TAG_LEN
-            if end <= HEADER_LEN:
+            end -= _TAG_LEN
+            if end <= _HEADER_LEN:
                 raise FrameError("truncated")
-            if self.hmac is not None and self.hmac.tag(mv[:end]) != bytes(mv[end : end + TAG_LEN]):
+            if pads is not None and _tag(pads, mv[:end]) != bytes(mv[end : end + _TAG_LEN]):
                 raise FrameError("mac", seq)
-        elif self.hmac is not None:
+        elif pads is not None:
             raise FrameError("unauthenticated", seq)
-        authenticated = bool(flags & FLAG_AUTH) and self.hmac is not None
-        self._check_order(type_, session, seq)
-        if not (
-            (T_PING <= type_ <= T_GET_CONFIG) if self.board else (T_HELLO <= type_ <= T_CONFIG)
-        ):
-            raise FrameError("type", seq)
-        try:
-            obj, pos = cbor_decode(mv[HEADER_LEN:end])
-        except CborError as exc:
-            raise FrameError("cbor", seq, str(exc))
-        if pos != end - HEADER_LEN:
-            raise FrameError("trailing", seq)
-        try:
-            obj = check_payload(type_, obj)
-        except SchemaError as exc:
-            raise FrameError("schema", seq, str(exc))
-        self._advance(session, seq)
-        return type_, session, seq, authenticated, obj
-
-    def _check_order(self, type_, session, seq):
         last = self.session
-        if self.board:
+        if board:
             # Hello requests are how the host learns the session: always answered.
-            if type_ == T_HELLO_REQUEST:
-                return
-            if last is not None and session != last:
-                raise FrameError("session", seq)
-            if seq <= self.seq:
-                raise FrameError("replay", seq)
-        elif last is not None and not newer(session, seq, last, self.seq):
-            raise FrameError("replay", seq)
+            if type_ != T_HELLO_REQUEST:
+                if last is not None and session != last:
+                    raise FrameError("session", seq)
+                if seq <= self.seq:
+                    raise FrameError("replay", seq)
+            if not T_PING <= type_ <= T_GET_CONFIG:
+                raise FrameError("type", seq)
+        else:
+            from bpiiot_fw import codec_host
 
-    def _advance(self, session, seq):
-        if self.board:
+            if last is not None and not codec_host.newer(session, seq, last, self.seq):
+                raise FrameError("replay", seq)
+            if not T_HELLO <= type_ <= T_CONFIG:
+                raise FrameError("type", seq)
+        try:
+            obj, pos = cbor_decode(mv[_HEADER_LEN:end])
+            if pos != end - _HEADER_LEN:
+                raise FrameError("trailing")
+            obj = check_payload(type_, obj)
+        except FrameError as exc:
+            exc.seq = seq
+            raise
+        if board:
             if seq > self.seq:
                 self.seq = seq
-            return
-        self.session = session
-        self.seq = seq
+        else:
+            self.session = session
+            self.seq = seq
+        return type_, session, seq, bool(flags & FLAG_AUTH) and pads is not None, obj
 
 
 class Deframer:
