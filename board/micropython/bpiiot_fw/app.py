@@ -7,6 +7,7 @@ counted and nacked where the spec says so; a failing command is nacked
 ``internal`` and logged in a log frame.
 """
 
+import gc
 import time
 from array import array
 
@@ -121,30 +122,29 @@ class App:
         self.features = None
         self.temp = None
         self.accel = None
-        self._dsp = None
         self._escape_at = None
         self._seen_overruns = 0
         self.start_acquisition()
 
     # -- acquisition -------------------------------------------------------------------
 
-    def _dsp_mod(self):
-        if self._dsp is None:
-            from bpiiot_fw import dsp
+    @staticmethod
+    def _plan(cfg):
+        # (rate, window_n, hop_n, class name) of cfg; ValueError when the board cannot
+        # do them. Checks only: nothing is allocated for a plan that may be refused.
+        from bpiiot_fw import dsp
 
-            self._dsp = dsp
-        return self._dsp
-
-    def _plan(self, rate, window_ms, hop_ms, machine_class):
-        # Window and hop in samples; ValueError when the board cannot do them.
+        rate = cfg["sample_rate_hz"]
+        window_ms = cfg["window_ms"]
+        hop_ms = cfg["hop_ms"]
         if hop_ms > window_ms:
             raise ValueError("hop longer than the window")
         if (rate * window_ms) % 1000 or (rate * hop_ms) % 1000:
             raise ValueError("window and hop must be whole numbers of samples")
-        window_n = rate * window_ms // 1000
-        hop_n = rate * hop_ms // 1000
-        feat = self._dsp_mod().Features(rate, window_n, hop_n, MACHINE_CLASSES[machine_class])
-        return feat
+        plan = (rate, rate * window_ms // 1000, rate * hop_ms // 1000,
+                MACHINE_CLASSES[cfg["machine_class"]])  # fmt: skip
+        dsp.check(*plan)
+        return plan
 
     def start_acquisition(self):
         """(Re)build sensors, sampler and feature extractor from the configuration.
@@ -153,13 +153,12 @@ class App:
         in a log frame: the board must stay reachable to be reconfigured.
         """
         self.stop_acquisition()
+        self.features = None
         cfg = self.store.cfg
         try:
-            from bpiiot_fw import acquire, sensors
+            from bpiiot_fw import acquire, dsp, sensors
 
-            feat = self._plan(
-                cfg["sample_rate_hz"], cfg["window_ms"], cfg["hop_ms"], cfg["machine_class"]
-            )
+            plan = self._plan(cfg)
             if self.accel is None:
                 self.accel = sensors.make_accel(cfg["sensor"], cfg["sample_rate_hz"])
             if self.temp is None:
@@ -170,6 +169,9 @@ class App:
                     self.logs.append(
                         (LOG_WARNING, "no temperature: " + platform.exception_text(exc))
                     )
+            # The old acquisition and the imports' garbage go before the new one is made.
+            gc.collect()
+            feat = dsp.Features(*plan)
             # Blocks never span two hops (Features.feed takes at most hop_n samples).
             block = min(feat.hop_n, _BLOCK)
             sampler = acquire.Sampler(
@@ -370,7 +372,7 @@ class App:
         for i, value in changes.items():
             new[CONFIG_KEYS[i - 1]] = value
         try:
-            self._plan(new["sample_rate_hz"], new["window_ms"], new["hop_ms"], new["machine_class"])
+            self._plan(new)
         except ValueError as exc:
             raise BadValue(str(exc)[:64])
         if self.accel is not None and new["sample_rate_hz"] != cfg["sample_rate_hz"]:
@@ -385,7 +387,6 @@ class App:
         self.store.update(**new)
         self.problem = None
         if restart:
-            self.features = None
             self.start_acquisition()
 
     # -- main loop ---------------------------------------------------------------------

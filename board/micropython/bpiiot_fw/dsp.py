@@ -282,6 +282,16 @@ def take_sums(st):
     return peak, xsq, (hh << 28) + (hl << 15) + ll
 
 
+def check(rate_hz, window_n, hop_n, machine_class):
+    """Raise ValueError unless Features(rate_hz, window_n, hop_n, machine_class) can work."""
+    if rate_hz not in COEFFS:
+        raise ValueError("unsupported rate %d S/s (supported: 1600, 3200, 6400)" % rate_hz)
+    if hop_n <= 0 or window_n <= 0 or window_n % hop_n:
+        raise ValueError("window_n must be a positive multiple of hop_n")
+    if machine_class not in MACHINE_CLASSES:
+        raise ValueError("unknown machine class %r" % (machine_class,))
+
+
 class Features:
     """Per-window acceleration RMS/peak, ISO 20816 velocity RMS and zone for 3 axes.
 
@@ -295,12 +305,7 @@ class Features:
             window_n = rate_hz
         if hop_n is None:
             hop_n = window_n
-        if rate_hz not in COEFFS:
-            raise ValueError("unsupported rate %d S/s (supported: 1600, 3200, 6400)" % rate_hz)
-        if hop_n <= 0 or window_n <= 0 or window_n % hop_n:
-            raise ValueError("window_n must be a positive multiple of hop_n")
-        if machine_class not in MACHINE_CLASSES:
-            raise ValueError("unknown machine class %r" % (machine_class,))
+        check(rate_hz, window_n, hop_n, machine_class)
         self.rate_hz = rate_hz
         self.window_n = window_n
         self.hop_n = hop_n
