@@ -52,9 +52,10 @@ CONFIG_KEYS = ("sample_rate_hz", "window_ms", "hop_ms", "channels", "machine_cla
 LOG_INFO = 1
 LOG_WARNING = 2
 LOG_ERROR = 3
-# Samples per axis: the sampler's rings (a power of two, 160-640 ms of slack at
-# 6400-1600 S/s) and the blocks handed from the rings to the DSP.
-_RING = const(1024)
+# Samples per axis: the sampler's rings (a power of two: 80-320 ms of slack at
+# 6400-1600 S/s, while the main loop drains them every few ms) and the blocks handed
+# from the rings to the DSP.
+_RING = const(512)
 _BLOCK = const(128)
 
 
@@ -67,8 +68,10 @@ def _u16(v):
 
 
 def _zeros(n):
-    # Three int16 arrays of n samples (one per axis).
-    return array("h", bytes(2 * n)), array("h", bytes(2 * n)), array("h", bytes(2 * n))
+    # Three int16 arrays of n samples (one per axis), copied from one zeroed buffer:
+    # a temporary per array would leave three holes between them.
+    z = bytes(2 * n)
+    return array("h", z), array("h", z), array("h", z)
 
 
 class App:
