@@ -28,8 +28,8 @@ CLASS_NAMES = list(iso20816.MACHINE_CLASSES)  # wire code 0..3 -> name (SPEC.md 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=30.0, help="how long to run (0: forever)")
-    ap.add_argument("--life", type=float, default=40.0, help="seconds until the bearing is worn")
+    ap.add_argument("--seconds", type=float, default=36.0, help="how long to run (0: forever)")
+    ap.add_argument("--life", type=float, default=30.0, help="seconds until the bearing is worn")
     ap.add_argument("--key", action="store_true", help="provision a MAC key first")
     args = ap.parse_args(argv)
 
@@ -88,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             s = board.stats
             print(
-                f"link: {s.frames_ok} frames verified, {s.frames_dropped} dropped "
-                f"{dict(s.dropped) or ''}, {s.gaps} lost, {s.reboots} reboots"
+                f"link: {s.frames_ok} frames verified, {s.frames_dropped} dropped"
+                f"{' ' + str(dict(s.dropped)) if s.dropped else ''}, {s.gaps} lost, "
+                f"{s.reboots} reboots"
             )
     except bpiiot.BpiiotError as exc:
         print(f"error: {exc}", file=sys.stderr)
