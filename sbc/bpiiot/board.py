@@ -312,7 +312,7 @@ class Board:
                 pending = _Pending(seq, expect, on_ack)
                 self._pending = pending
                 try:
-                    self.link._write(build(message))
+                    self.link._write(build(message), frames=1)
                 except BaseException:
                     self._pending = None
                     raise
@@ -361,8 +361,8 @@ class Board:
         self.hello_session = frame.session
         enc = self.link.encoder
         enc.session = frame.session
-        if frame.session != self.link.verifier.session or enc.seq < hello.last_host_seq:
-            enc.seq = max(enc.seq, hello.last_host_seq)
+        # Continue above what the board last accepted (an SBC restart starts at 0).
+        enc.seq = max(enc.seq, hello.last_host_seq)
         self._hello_event.set()
 
     def _on_reconnect(self) -> None:

@@ -178,16 +178,15 @@ class Link:
     def send(self, message: Message) -> int:
         """Frame and write ``message``; returns its sequence number."""
         with self._write_lock:
-            data = self.encoder.encode(message)
-            self._write(data)
+            self._write(self.encoder.encode(message), frames=1)
             return self.encoder.seq
 
     def send_raw(self, data: bytes) -> None:
         """Write bytes as they are (conformance tests, resynchronisation)."""
         with self._write_lock:
-            self._write(data)
+            self._write(data, frames=0)
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes, frames: int) -> None:
         port = self._port
         if port is None or not self._connected.is_set():
             raise LinkError(f"{self.url}: not connected")
@@ -196,7 +195,7 @@ class Link:
         except (serial.SerialException, OSError) as exc:
             raise LinkError(f"{self.url}: write failed: {exc}") from None
         self.stats.bytes_out += len(data)
-        self.stats.frames_sent += data.count(0)
+        self.stats.frames_sent += frames
 
     # -- reading -----------------------------------------------------------------
 

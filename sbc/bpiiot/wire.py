@@ -88,7 +88,7 @@ class FrameError(BpiiotError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
 
 
-class KeyError_(BpiiotError):
+class InvalidKey(BpiiotError):
     """A MAC key has the wrong type or length (16 to 32 bytes are allowed)."""
 
 
@@ -111,9 +111,9 @@ def check_key(key: bytes | None) -> bytes | None:
     if key is None:
         return None
     if not isinstance(key, bytes | bytearray):
-        raise KeyError_("MAC key must be bytes")
+        raise InvalidKey("MAC key must be bytes")
     if not KEY_MIN <= len(key) <= KEY_MAX:
-        raise KeyError_(f"MAC key must be {KEY_MIN} to {KEY_MAX} bytes, got {len(key)}")
+        raise InvalidKey(f"MAC key must be {KEY_MIN} to {KEY_MAX} bytes, got {len(key)}")
     return bytes(key)
 
 

@@ -35,6 +35,7 @@ def test_reports_through_the_public_api(board_host) -> None:
         assert all(max(r.vel_rms_um_s) > 0 for r in reports)
         assert all(r.temperature_cdeg_c is not None for r in reports)
         assert board.stats.frames_dropped == 0 and board.stats.gaps == 0
+        assert board.stats.frames_sent == 2  # hello_request and set_config
 
 
 def test_bad_config_is_refused_with_a_clear_error(board_host) -> None:

@@ -83,7 +83,7 @@ def test_encoder_refuses_oversize_and_bad_keys() -> None:
     for bad in (b"short", bytes(33)):
         try:
             wire.FrameEncoder(from_host=True, key=bad)
-        except wire.KeyError_ as exc:
+        except wire.InvalidKey as exc:
             assert "16 to 32" in str(exc)
         else:
             raise AssertionError("bad key accepted")
