@@ -159,19 +159,11 @@ class App:
         self.features = None
         cfg = self.store.cfg
         try:
-            from bpiiot_fw import acquire, dsp, sensors
+            from bpiiot_fw import acquire, dsp
 
             plan = self._plan(cfg)
-            if self.accel is None:
-                self.accel = sensors.make_accel(cfg["sensor"], cfg["sample_rate_hz"])
-            if self.temp is None:
-                try:
-                    self.temp = sensors.make_temp(cfg["sensor"])
-                except Exception as exc:
-                    self.temp = None
-                    self.logs.append(
-                        (LOG_WARNING, "no temperature: " + platform.exception_text(exc))
-                    )
+            if self.accel is None or self.temp is None:
+                self._make_sensors(cfg)
             # The old acquisition and the imports' garbage go before the new one is made.
             gc.collect()
             feat = dsp.Features(*plan)
@@ -190,6 +182,25 @@ class App:
             self.sampler = None
             self.features = None
             self.logs.append((LOG_ERROR, "acquisition off: " + platform.exception_text(exc)))
+
+    def _make_sensors(self, cfg):
+        # The factory is needed only until the drivers exist: unloaded afterwards.
+        from bpiiot_fw import sensors
+
+        try:
+            if self.accel is None:
+                self.accel = sensors.make_accel(cfg["sensor"], cfg["sample_rate_hz"])
+            if self.temp is None:
+                try:
+                    self.temp = sensors.make_temp(cfg["sensor"])
+                except Exception as exc:
+                    self.temp = None
+                    self.logs.append(
+                        (LOG_WARNING, "no temperature: " + platform.exception_text(exc))
+                    )
+        finally:
+            sensors = None
+            platform.unload("sensors")
 
     def stop_acquisition(self):
         """Stop the sampler, keeping its overrun count for the status."""

@@ -172,7 +172,7 @@ class Outputs:
 
         try:
             with open(self._file, "w") as f:
-                f.write(json.dumps({str(k): v for k, v in self.states.items()}))
+                json.dump({str(k): v for k, v in self.states.items()}, f)
         except OSError:
             pass
 
@@ -235,6 +235,19 @@ class Clock:
         self._ms += time.ticks_diff(now, self._last)
         self._last = now
         return self._ms
+
+
+def unload(name):
+    """Drop module bpiiot_fw.<name> so its code and names can be collected.
+
+    For code used once (config checks at boot, the sensor factory): the heap it
+    frees is what the DSP and the link need later. A later import loads it again.
+    """
+    sys.modules.pop("bpiiot_fw." + name, None)
+    try:
+        delattr(sys.modules["bpiiot_fw"], name)
+    except (KeyError, AttributeError):
+        pass
 
 
 def mem_free():

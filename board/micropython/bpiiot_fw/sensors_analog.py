@@ -1,6 +1,14 @@
 """Analog (ratiometric, ADXL335 style) accelerometer driver, imported only when configured."""
 
-from bpiiot_fw.sensors import clip16 as _clip16
+
+def _clip16(v):
+    # The same as sensors.clip16, kept here so the factory module can be unloaded
+    # once the driver is built (a function holds its module's globals alive).
+    if v > 32767:
+        return 32767
+    if v < -32768:
+        return -32768
+    return v
 
 
 class AnalogAccel:

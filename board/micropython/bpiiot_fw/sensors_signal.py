@@ -25,7 +25,16 @@ rigid); ``age_s`` starts it later in life.
 
 import math
 
-from bpiiot_fw.sensors import clip16 as _clip16
+
+def _clip16(v):
+    # The same as sensors.clip16, kept here so the factory module can be unloaded
+    # once the driver is built (a function holds its module's globals alive).
+    if v > 32767:
+        return 32767
+    if v < -32768:
+        return -32768
+    return v
+
 
 _TWO_PI = 2 * math.pi
 

@@ -10,6 +10,8 @@ returns why, and the app sends it as a log frame.
 import json
 import os
 
+from bpiiot_fw.platform import unload
+
 PATH = "bpiiot.json"
 
 DEFAULTS = {
@@ -28,65 +30,11 @@ DEFAULTS = {
     "boot": 0,
 }
 
-# key: (type, lo, hi) for the values a hand-edited or damaged file may hold.
-_INTS = {
-    "sample_rate_hz": (1, 65535),
-    "window_ms": (1, 60000),
-    "hop_ms": (1, 60000),
-    "channels": (0, 15),
-    "machine_class": (0, 3),
-    "wdt_ms": (0, 3600000),
-    "boot": (0, 0xFFFFFFFF),
-}
-
-
-def _id_ok(s):
-    if type(s) is not str or not 1 <= len(s) <= 32:
-        return False
-    for c in s:
-        if not ("a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c in "._-"):
-            return False
-    return True
-
 
 def key_bytes(cfg):
     """The MAC key of cfg as bytes, or None."""
     k = cfg.get("key")
     return bytes.fromhex(k) if k else None
-
-
-def validate(cfg):
-    """Return cfg merged over the defaults, or raise ValueError naming the bad field."""
-    out = dict(DEFAULTS)
-    if type(cfg) is not dict:
-        raise ValueError("not a JSON object")
-    for k, v in cfg.items():
-        if k in out:
-            out[k] = v
-    for k, (lo, hi) in _INTS.items():
-        v = out[k]
-        if type(v) is not int or not lo <= v <= hi:
-            raise ValueError("bad " + k)
-    if not _id_ok(out["board_id"]):
-        raise ValueError("bad board_id")
-    key = out["key"]
-    if key is not None:
-        if type(key) is not str:
-            raise ValueError("bad key")
-        try:
-            kb = bytes.fromhex(key)
-        except Exception:
-            raise ValueError("bad key")
-        if not 16 <= len(kb) <= 32:
-            raise ValueError("bad key")
-    if type(out["sensor"]) is not dict:
-        raise ValueError("bad sensor")
-    pins = out["outputs"]
-    if type(pins) is not list or any(type(p) is not int or not 0 <= p <= 255 for p in pins):
-        raise ValueError("bad outputs")
-    if out["alarm_pin"] is not None and out["alarm_pin"] not in pins:
-        raise ValueError("bad alarm_pin")
-    return out
 
 
 class Store:
@@ -105,7 +53,13 @@ class Store:
             self.cfg = dict(DEFAULTS)
             return None  # first boot: the defaults are the configuration
         try:
-            self.cfg = validate(json.loads(raw))
+            from bpiiot_fw.store_check import validate
+
+            try:
+                self.cfg = validate(json.loads(raw))
+            finally:
+                validate = None
+                unload("store_check")
             return None
         except Exception as exc:
             # Keep the boot counter if it is still readable, so the session still grows.
@@ -124,7 +78,9 @@ class Store:
         """Write cfg atomically (temporary file, then rename)."""
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
-            f.write(json.dumps(self.cfg))
+            # Streamed: the file's text is never one string on the heap, which by
+            # now may have no free piece that large.
+            json.dump(self.cfg, f)
         try:
             os.rename(tmp, self.path)
         except OSError:
