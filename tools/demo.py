@@ -23,8 +23,6 @@ from board_host import BoardHost  # noqa: E402
 import bpiiot  # noqa: E402
 from bpiiot import iso20816  # noqa: E402
 
-CLASS_NAMES = list(iso20816.MACHINE_CLASSES)  # wire code 0..3 -> name (SPEC.md 5.3)
-
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -56,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                 board.set_key(os.urandom(32))
                 print("MAC key provisioned: every frame from here on is authenticated")
             conf = board.get_config()
-            klass = CLASS_NAMES[conf.machine_class]
+            klass = iso20816.class_name(conf.machine_class)
             print(
                 f"config: {conf.sample_rate_hz} S/s per axis, window {conf.window_ms} ms, "
                 f"hop {conf.hop_ms} ms, machine class {klass}"

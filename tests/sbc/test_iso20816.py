@@ -85,3 +85,25 @@ def test_checked_state_detects_a_design_that_would_overflow() -> None:
     for v in [32767, -32768] * 50:
         good.step(v)
     assert 0 < good.max_abs < 2**31
+
+
+def test_wire_class_codes_match_the_firmware_and_the_spec() -> None:
+    import re
+    from pathlib import Path
+
+    from bpiiot import iso20816
+
+    root = Path(__file__).resolve().parents[2]
+    app = (root / "board" / "micropython" / "bpiiot_fw" / "app.py").read_text()
+    fw = re.search(r"MACHINE_CLASSES = \(([^)]*)\)", app)
+    assert fw is not None
+    assert tuple(re.findall(r'"([^"]+)"', fw.group(1))) == iso20816.CLASS_CODES
+    assert set(iso20816.CLASS_CODES) == set(iso20816.MACHINE_CLASSES)
+    assert iso20816.class_name(2) == "group2-rigid"
+    for bad in (-1, 4):
+        try:
+            iso20816.class_name(bad)
+        except ValueError as exc:
+            assert "0..3" in str(exc)
+        else:
+            raise AssertionError(f"class code {bad} accepted")
