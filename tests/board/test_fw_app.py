@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -404,3 +405,24 @@ def test_zone_d_drives_the_alarm_output() -> None:
     finally:
         c.close()
         host.stop()
+
+
+def test_private_protocol_constants_agree() -> None:
+    """app.py and codec_host.py copy codec.py's private (RAM-free) protocol constants:
+    every copy must carry codec's value, and the message types the SDK's."""
+    fw = Path(__file__).resolve().parents[2] / "board" / "micropython" / "bpiiot_fw"
+    pattern = re.compile(r"^_((?:T|E|VERSION)_[A-Z_]+) = const\((0x[0-9A-Fa-f]+|\d+)\)", re.M)
+
+    def consts(name: str) -> dict[str, int]:
+        return {k: int(v, 0) for k, v in pattern.findall((fw / name).read_text())}
+
+    codec = consts("codec.py")
+    assert len([k for k in codec if k.startswith("T_")]) == 16
+    for copy in ("app.py", "codec_host.py"):
+        theirs = consts(copy)
+        assert theirs, copy
+        assert {k: codec[k] for k in theirs} == theirs, copy
+    for k, v in codec.items():
+        if k.startswith("T_"):
+            cls = "".join(p.capitalize() for p in k[2:].split("_"))
+            assert getattr(m, cls).TYPE == v, k

@@ -14,34 +14,40 @@ from array import array
 from micropython import const
 
 from bpiiot_fw import codec, platform
-from bpiiot_fw.codec import (
-    T_ACK,
-    T_CLEAR_KEY,
-    T_CONFIG,
-    T_GET_CONFIG,
-    T_GET_STATUS,
-    T_HELLO,
-    T_HELLO_REQUEST,
-    T_LOG,
-    T_NACK,
-    T_PING,
-    T_REBOOT,
-    T_REPORT,
-    T_SET_CONFIG,
-    T_SET_KEY,
-    T_SET_OUTPUT,
-    T_STATUS,
-)
 from bpiiot_fw.store import Store, key_bytes
 
 FW_VERSION = (0, 1, 0)
 
-CAP_AUTH = 0x01
-CAP_OUTPUTS = 0x02
-CAP_REBOOT = 0x04
-CAP_PERSIST = 0x08
-CAP_SLIDING = 0x10
-CAP_TEMPERATURE = 0x20
+# Protocol constants (copies of codec's private ones, SPEC.md 5; checked by
+# tests/board/test_fw_app.py): private consts are compiled away and cost no RAM.
+_T_ACK = const(0x04)
+_T_CLEAR_KEY = const(0x45)
+_T_CONFIG = const(0x07)
+_T_GET_CONFIG = const(0x48)
+_T_GET_STATUS = const(0x41)
+_T_HELLO = const(0x01)
+_T_HELLO_REQUEST = const(0x47)
+_T_LOG = const(0x06)
+_T_NACK = const(0x05)
+_T_PING = const(0x40)
+_T_REBOOT = const(0x46)
+_T_REPORT = const(0x02)
+_T_SET_CONFIG = const(0x42)
+_T_SET_KEY = const(0x44)
+_T_SET_OUTPUT = const(0x43)
+_T_STATUS = const(0x03)
+_E_UNKNOWN_TYPE = const(1)
+_E_BAD_VALUE = const(3)
+_E_INTERNAL = const(8)
+_VERSION_MAJOR = const(1)
+_VERSION_MINOR = const(0)
+
+_CAP_AUTH = const(0x01)
+_CAP_OUTPUTS = const(0x02)
+_CAP_REBOOT = const(0x04)
+_CAP_PERSIST = const(0x08)
+_CAP_SLIDING = const(0x10)
+_CAP_TEMPERATURE = const(0x20)
 
 # Wire machine class (SPEC.md 5.3) -> name in dsp.MACHINE_CLASSES.
 MACHINE_CLASSES = ("group1-rigid", "group1-flexible", "group2-rigid", "group2-flexible")
@@ -49,9 +55,9 @@ MACHINE_CLASSES = ("group1-rigid", "group1-flexible", "group2-rigid", "group2-fl
 # Seen as the tail of an unfinished chunk followed by silence, it means "flash me".
 ESCAPE = b"\r\x03\r\x01"
 CONFIG_KEYS = ("sample_rate_hz", "window_ms", "hop_ms", "channels", "machine_class")
-LOG_INFO = 1
-LOG_WARNING = 2
-LOG_ERROR = 3
+_LOG_INFO = const(1)
+_LOG_WARNING = const(2)
+_LOG_ERROR = const(3)
 # Samples per axis: the sampler's rings (a power of two: 80-320 ms of slack at
 # 6400-1600 S/s, while the main loop drains them every few ms) and the blocks handed
 # from the rings to the DSP.
@@ -93,13 +99,15 @@ class App:
         # log frame is usually lost (pyserial flushes its input when it opens).
         self.problem = problem
         if problem:
-            self.logs.append((LOG_WARNING, problem))
+            self.logs.append((_LOG_WARNING, problem))
         try:
             self.boot = self.store.boot()
         except OSError as exc:
             # A read-only or full filesystem: run anyway, the session cannot persist.
             self.boot = cfg["boot"] = (cfg.get("boot", 0) + 1) & 0xFFFFFFFF
-            self.logs.append((LOG_ERROR, "boot counter not saved: " + platform.exception_text(exc)))
+            self.logs.append(
+                (_LOG_ERROR, "boot counter not saved: " + platform.exception_text(exc))
+            )
         self.session = self.boot & 0xFFFF
         key = key_bytes(cfg)
         self.enc = codec.Encoder(False, key, self.session)
@@ -181,7 +189,7 @@ class App:
             platform.log_exception(exc, "acquisition")
             self.sampler = None
             self.features = None
-            self.logs.append((LOG_ERROR, "acquisition off: " + platform.exception_text(exc)))
+            self.logs.append((_LOG_ERROR, "acquisition off: " + platform.exception_text(exc)))
 
     def _make_sensors(self, cfg):
         # The factory is needed only until the drivers exist: unloaded afterwards.
@@ -196,7 +204,7 @@ class App:
                 except Exception as exc:
                     self.temp = None
                     self.logs.append(
-                        (LOG_WARNING, "no temperature: " + platform.exception_text(exc))
+                        (_LOG_WARNING, "no temperature: " + platform.exception_text(exc))
                     )
         finally:
             sensors = None
@@ -250,7 +258,7 @@ class App:
             except Exception:
                 t = None
         out.append(t)
-        self.send(T_REPORT, out)
+        self.send(_T_REPORT, out)
         pin = cfg.get("alarm_pin")
         if pin is not None:
             self.outputs.set(pin, 1 if zone == 3 else 0)
@@ -267,24 +275,24 @@ class App:
         text = text[:200]
         while len(text.encode()) > 200:
             text = text[:-1]
-        self.send(T_LOG, [level, text])
+        self.send(_T_LOG, [level, text])
 
     def capabilities(self):
         """The capability bits announced in hello."""
-        caps = CAP_AUTH | CAP_OUTPUTS | CAP_REBOOT | CAP_PERSIST | CAP_SLIDING
+        caps = _CAP_AUTH | _CAP_OUTPUTS | _CAP_REBOOT | _CAP_PERSIST | _CAP_SLIDING
         if self.temp is not None:
-            caps |= CAP_TEMPERATURE
+            caps |= _CAP_TEMPERATURE
         return caps
 
     def hello(self):
         """Send hello."""
         cfg = self.store.cfg
         self.send(
-            T_HELLO,
+            _T_HELLO,
             [
                 cfg["board_id"],
                 list(FW_VERSION),
-                [codec.VERSION_MAJOR, codec.VERSION_MINOR],
+                [_VERSION_MAJOR, _VERSION_MINOR],
                 self.capabilities(),
                 self.boot,
                 self.ver.seq,
@@ -310,7 +318,7 @@ class App:
 
     def nack(self, seq, code, detail):
         """Refuse the command with sequence number seq."""
-        self.send(T_NACK, [seq & 0xFFFFFFFF, code, detail[:64]])
+        self.send(_T_NACK, [seq & 0xFFFFFFFF, code, detail[:64]])
 
     def handle(self, chunk):
         """Verify one received chunk and carry out the command it holds."""
@@ -327,48 +335,50 @@ class App:
         except SystemExit:
             raise
         except BadValue as exc:
-            self.nack(seq, codec.E_BAD_VALUE, str(exc))
+            self.nack(seq, _E_BAD_VALUE, str(exc))
         except Exception as exc:
             platform.log_exception(exc, "command 0x%02x" % type_)
-            self.nack(seq, codec.E_INTERNAL, platform.exception_text(exc)[:64])
-            self.log(LOG_ERROR, "command 0x%02x failed: %s" % (type_, platform.exception_text(exc)))
+            self.nack(seq, _E_INTERNAL, platform.exception_text(exc)[:64])
+            self.log(
+                _LOG_ERROR, "command 0x%02x failed: %s" % (type_, platform.exception_text(exc))
+            )
 
     def command(self, type_, seq, obj):
         """Carry out one verified command (payload already checked against its schema)."""
-        if type_ == T_PING:
+        if type_ == _T_PING:
             pass
-        elif type_ == T_HELLO_REQUEST:
+        elif type_ == _T_HELLO_REQUEST:
             self.hello()
             if self.problem:
-                self.logs.append((LOG_WARNING, self.problem))
-        elif type_ == T_GET_STATUS:
-            self.send(T_STATUS, self.status_payload())
-        elif type_ == T_GET_CONFIG:
-            self.send(T_CONFIG, self.config_payload())
-        elif type_ == T_SET_CONFIG:
+                self.logs.append((_LOG_WARNING, self.problem))
+        elif type_ == _T_GET_STATUS:
+            self.send(_T_STATUS, self.status_payload())
+        elif type_ == _T_GET_CONFIG:
+            self.send(_T_CONFIG, self.config_payload())
+        elif type_ == _T_SET_CONFIG:
             self.set_config(obj)
-            self.send(T_CONFIG, self.config_payload())
-        elif type_ == T_SET_OUTPUT:
+            self.send(_T_CONFIG, self.config_payload())
+        elif type_ == _T_SET_OUTPUT:
             if not self.outputs.set(obj[0], obj[1]):
                 raise BadValue("pin %d is not an output" % obj[0])
-        elif type_ == T_SET_KEY:
+        elif type_ == _T_SET_KEY:
             # The ack goes out under the old key; the new key applies from the next frame.
-            self.send(T_ACK, [seq])
+            self.send(_T_ACK, [seq])
             self._set_key(obj[0])
             return
-        elif type_ == T_CLEAR_KEY:
-            self.send(T_ACK, [seq])
+        elif type_ == _T_CLEAR_KEY:
+            self.send(_T_ACK, [seq])
             self._set_key(None)
             return
-        elif type_ == T_REBOOT:
-            self.send(T_ACK, [seq])
+        elif type_ == _T_REBOOT:
+            self.send(_T_ACK, [seq])
             self.stop_acquisition()
             platform.reboot()
             return
         else:  # the verifier only lets command types through; keep the contract anyway
-            self.nack(seq, codec.E_UNKNOWN_TYPE, "type")
+            self.nack(seq, _E_UNKNOWN_TYPE, "type")
             return
-        self.send(T_ACK, [seq])
+        self.send(_T_ACK, [seq])
 
     def _set_key(self, key):
         self.enc.set_key(key)
@@ -377,7 +387,7 @@ class App:
             self.store.update(key=key.hex() if key else None)
             self.problem = None
         except OSError as exc:
-            self.log(LOG_ERROR, "key not saved: " + platform.exception_text(exc))
+            self.log(_LOG_ERROR, "key not saved: " + platform.exception_text(exc))
 
     def set_config(self, changes):
         """Apply a set_config map {1..5: value}; BadValue (nothing changed) if impossible."""
@@ -460,7 +470,7 @@ class App:
                 self.frames_rejected += 1
                 platform.log_exception(exc, "main loop")
                 self.deframer = codec.Deframer()
-                self.logs.append((LOG_ERROR, "loop: " + platform.exception_text(exc)))
+                self.logs.append((_LOG_ERROR, "loop: " + platform.exception_text(exc)))
                 up = True
             if not up:
                 if self.stream.closed:
@@ -482,7 +492,7 @@ class App:
                 except Exception as exc:
                     platform.log_exception(exc, "sampling")
                     self.stop_acquisition()
-                    self.log(LOG_ERROR, "acquisition stopped: " + platform.exception_text(exc))
+                    self.log(_LOG_ERROR, "acquisition stopped: " + platform.exception_text(exc))
             if self.logs:
                 try:
                     self._flush_logs()

@@ -29,58 +29,59 @@ try:
 except ImportError:  # ports built without binascii.crc32
     from bpiiot_fw.crc32 import crc32
 
-VERSION_MAJOR = const(1)
-VERSION_MINOR = const(0)
+_VERSION_MAJOR = const(1)
+_VERSION_MINOR = const(0)
 FLAG_AUTH = const(0x01)
-FLAG_HOST = const(0x02)
+_FLAG_HOST = const(0x02)
 _HEADER_LEN = const(8)
 _TAG_LEN = const(8)
 _CRC_LEN = const(4)
 _MIN_BODY = const(13)
 _MAX_BODY = const(512)
-MAX_ENCODED = const(515)
+_MAX_ENCODED = const(515)
 _KEY_MIN = const(16)
 _KEY_MAX = const(32)
 
-# Message types (SPEC.md 5).
-T_HELLO = const(0x01)
-T_REPORT = const(0x02)
-T_STATUS = const(0x03)
-T_ACK = const(0x04)
-T_NACK = const(0x05)
-T_LOG = const(0x06)
-T_CONFIG = const(0x07)
-T_PING = const(0x40)
-T_GET_STATUS = const(0x41)
-T_SET_CONFIG = const(0x42)
-T_SET_OUTPUT = const(0x43)
-T_SET_KEY = const(0x44)
-T_CLEAR_KEY = const(0x45)
-T_REBOOT = const(0x46)
-T_HELLO_REQUEST = const(0x47)
-T_GET_CONFIG = const(0x48)
+# Message types (SPEC.md 5). Private (underscore) constants are compiled away and
+# cost no RAM; app.py and codec_host.py hold copies, checked by tests/board/test_fw_app.py.
+_T_HELLO = const(0x01)
+_T_REPORT = const(0x02)
+_T_STATUS = const(0x03)
+_T_ACK = const(0x04)
+_T_NACK = const(0x05)
+_T_LOG = const(0x06)
+_T_CONFIG = const(0x07)
+_T_PING = const(0x40)
+_T_GET_STATUS = const(0x41)
+_T_SET_CONFIG = const(0x42)
+_T_SET_OUTPUT = const(0x43)
+_T_SET_KEY = const(0x44)
+_T_CLEAR_KEY = const(0x45)
+_T_REBOOT = const(0x46)
+_T_HELLO_REQUEST = const(0x47)
+_T_GET_CONFIG = const(0x48)
 
 # Nack codes (SPEC.md 5.4).
-E_UNKNOWN_TYPE = const(1)
-E_BAD_ARGS = const(2)
-E_BAD_VALUE = const(3)
-E_UNAUTHENTICATED = const(4)
-E_BAD_SESSION = const(5)
-E_UNSUPPORTED = const(6)
-E_BUSY = const(7)
-E_INTERNAL = const(8)
-E_REPLAY = const(9)
+_E_UNKNOWN_TYPE = const(1)
+_E_BAD_ARGS = const(2)
+_E_BAD_VALUE = const(3)
+_E_UNAUTHENTICATED = const(4)
+_E_BAD_SESSION = const(5)
+_E_UNSUPPORTED = const(6)
+_E_BUSY = const(7)
+_E_INTERNAL = const(8)
+_E_REPLAY = const(9)
 
 # Which nack a refused host frame earns (SPEC.md 3.3); reasons not here are silent.
 NACK_FOR = {
-    "unauthenticated": E_UNAUTHENTICATED,
-    "mac": E_UNAUTHENTICATED,
-    "replay": E_REPLAY,
-    "session": E_BAD_SESSION,
-    "type": E_UNKNOWN_TYPE,
-    "cbor": E_BAD_ARGS,
-    "trailing": E_BAD_ARGS,
-    "schema": E_BAD_ARGS,
+    "unauthenticated": _E_UNAUTHENTICATED,
+    "mac": _E_UNAUTHENTICATED,
+    "replay": _E_REPLAY,
+    "session": _E_BAD_SESSION,
+    "type": _E_UNKNOWN_TYPE,
+    "cbor": _E_BAD_ARGS,
+    "trailing": _E_BAD_ARGS,
+    "schema": _E_BAD_ARGS,
 }
 
 _HEADER = ">BBHI"
@@ -488,18 +489,18 @@ def check_payload(type_, obj):
     Maps come back as dicts; everything else as decoded. Raises FrameError('schema').
     The board's own messages are checked by ``codec_host`` (loaded on first use).
     """
-    if type_ < T_PING:
+    if type_ < _T_PING:
         from bpiiot_fw import codec_host
 
         return codec_host.check_board_payload(type_, obj)
-    if type_ == T_SET_CONFIG:
+    if type_ == _T_SET_CONFIG:
         return config_map(obj, False)
-    if type_ == T_SET_OUTPUT:
+    if type_ == _T_SET_OUTPUT:
         a = arr(obj, 2)
         uint(a[0], 0xFF)
         uint(a[1], 1)
         return a
-    if type_ == T_SET_KEY:
+    if type_ == _T_SET_KEY:
         a = arr(obj, 1)
         if type(a[0]) is not bytes or not _KEY_MIN <= len(a[0]) <= _KEY_MAX:
             raise _schema_error("key must be 16-32 bytes")
@@ -530,10 +531,10 @@ class Encoder:
 
     def frame(self, type_, payload, seq, session=None):
         """Frame an encoded payload with explicit header values."""
-        flags = (FLAG_HOST if self.from_host else 0) | (FLAG_AUTH if self._pads else 0)
+        flags = (_FLAG_HOST if self.from_host else 0) | (FLAG_AUTH if self._pads else 0)
         sess = self.session if session is None else session
         body = bytearray(
-            struct.pack(_HEADER, (VERSION_MAJOR << 4) | flags, type_, sess & _U16, seq & _U32)
+            struct.pack(_HEADER, (_VERSION_MAJOR << 4) | flags, type_, sess & _U16, seq & _U32)
         )
         body.extend(payload)
         if self._pads is not None:
@@ -572,7 +573,7 @@ class Verifier:
         Returns (type, session, seq, authenticated, payload) with the payload
         validated by :func:`check_payload`; raises FrameError otherwise.
         """
-        if len(chunk) > MAX_ENCODED:
+        if len(chunk) > _MAX_ENCODED:
             raise FrameError("oversize")
         body = cobs_decode(chunk)
         n = len(body)
@@ -585,13 +586,13 @@ class Verifier:
         if crc32(mv[:end]) & _U32 != struct.unpack_from("<I", body, end)[0]:
             raise FrameError("crc")
         vf, type_, session, seq = struct.unpack_from(_HEADER, body, 0)
-        if vf >> 4 != VERSION_MAJOR:
+        if vf >> 4 != _VERSION_MAJOR:
             raise FrameError("version")
         flags = vf & 0x0F
-        if flags & ~(FLAG_AUTH | FLAG_HOST):
+        if flags & ~(FLAG_AUTH | _FLAG_HOST):
             raise FrameError("flags")
         board = self.board
-        if (flags & FLAG_HOST) != (FLAG_HOST if board else 0):
+        if (flags & _FLAG_HOST) != (_FLAG_HOST if board else 0):
             raise FrameError("direction")
         pads = self._pads
         if flags & FLAG_AUTH:
@@ -605,19 +606,19 @@ class Verifier:
         last = self.session
         if board:
             # Hello requests are how the host learns the session: always answered.
-            if type_ != T_HELLO_REQUEST:
+            if type_ != _T_HELLO_REQUEST:
                 if last is not None and session != last:
                     raise FrameError("session", seq)
                 if seq <= self.seq:
                     raise FrameError("replay", seq)
-            if not T_PING <= type_ <= T_GET_CONFIG:
+            if not _T_PING <= type_ <= _T_GET_CONFIG:
                 raise FrameError("type", seq)
         else:
             from bpiiot_fw import codec_host
 
             if last is not None and not codec_host.newer(session, seq, last, self.seq):
                 raise FrameError("replay", seq)
-            if not T_HELLO <= type_ <= T_CONFIG:
+            if not _T_HELLO <= type_ <= _T_CONFIG:
                 raise FrameError("type", seq)
         try:
             obj, pos = cbor_decode(mv[_HEADER_LEN:end])
@@ -657,7 +658,7 @@ class Deframer:
             if i < 0:
                 rest = data[start:]
                 if not self.discarding:
-                    if len(self.buf) + len(rest) > MAX_ENCODED:
+                    if len(self.buf) + len(rest) > _MAX_ENCODED:
                         self.buf = bytearray()
                         self.discarding = True
                         self.oversize += 1
@@ -673,7 +674,7 @@ class Deframer:
                 self.buf.extend(piece)
                 piece = bytes(self.buf)
                 self.buf = bytearray()
-            if len(piece) > MAX_ENCODED:
+            if len(piece) > _MAX_ENCODED:
                 self.oversize += 1
             elif piece:
                 out.append(piece)

@@ -6,19 +6,24 @@ SPEC.md 5.2-5.3) and the host's replay rule (section 3.1). ``codec.Verifier`` wi
 conformance vectors judge both ends of the firmware codec through them.
 """
 
-from bpiiot_fw.codec import (
-    T_ACK,
-    T_CONFIG,
-    T_HELLO,
-    T_LOG,
-    T_NACK,
-    T_REPORT,
-    T_STATUS,
-    FrameError,
-    arr,
-    config_map,
-    uint,
-)
+from bpiiot_fw.codec import FrameError, arr, config_map, uint
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+# The board's message types (copies of codec's private constants).
+_T_ACK = const(0x04)
+_T_CONFIG = const(0x07)
+_T_HELLO = const(0x01)
+_T_LOG = const(0x06)
+_T_NACK = const(0x05)
+_T_REPORT = const(0x02)
+_T_STATUS = const(0x03)
 
 _U16 = 0xFFFF
 
@@ -50,7 +55,7 @@ def check_board_payload(type_, obj):
 
     Returns it normalised (a config map as a dict); raises FrameError('schema').
     """
-    if type_ == T_REPORT:
+    if type_ == _T_REPORT:
         a = arr(obj, 13)
         for i in range(3):
             uint(a[i])
@@ -60,10 +65,10 @@ def check_board_payload(type_, obj):
         if t is not None:
             uint(t, 100000, -27315)
         return a
-    if type_ == T_ACK:
+    if type_ == _T_ACK:
         uint(arr(obj, 1)[0])
         return obj
-    if type_ == T_HELLO:
+    if type_ == _T_HELLO:
         a = arr(obj, 6)
         if type(a[0]) is not str or not _id_ok(a[0]):
             raise FrameError("schema", None, "bad board id")
@@ -74,23 +79,23 @@ def check_board_payload(type_, obj):
         for i in range(3, 6):
             uint(a[i])
         return a
-    if type_ == T_STATUS:
+    if type_ == _T_STATUS:
         a = arr(obj, 7)
         for v in a:
             uint(v)
         uint(a[4], 1000)
         return a
-    if type_ == T_NACK:
+    if type_ == _T_NACK:
         a = arr(obj, 3)
         uint(a[0])
         uint(a[1], 0xFF)
         _text(a[2], 64)
         return a
-    if type_ == T_LOG:
+    if type_ == _T_LOG:
         a = arr(obj, 2)
         uint(a[0], 4)
         _text(a[1], 200)
         return a
-    if type_ == T_CONFIG:
+    if type_ == _T_CONFIG:
         return config_map(obj, True)
     raise FrameError("schema", None, "unknown type")

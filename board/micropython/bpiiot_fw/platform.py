@@ -22,8 +22,8 @@ except ImportError:
 UNIX = sys.platform in ("linux", "darwin")
 
 # Exit codes the host harness understands (Unix port only).
-EXIT_REBOOT = const(75)
-EXIT_REPL = const(76)
+_EXIT_REBOOT = const(75)
+_EXIT_REPL = const(76)
 
 STDERR = sys.stderr if UNIX else None
 
@@ -267,7 +267,7 @@ def reboot():
             sys.stdout.buffer.flush()
         except Exception:
             pass
-        sys.exit(EXIT_REBOOT)
+        sys.exit(_EXIT_REBOOT)
     import machine
 
     time.sleep_ms(50)  # let the last frame leave the UART/USB buffer
@@ -280,4 +280,4 @@ def to_repl():
 
     micropython.kbd_intr(3)
     if UNIX:
-        sys.exit(EXIT_REPL)
+        sys.exit(_EXIT_REPL)
