@@ -65,6 +65,7 @@ def cmd_flash(args: argparse.Namespace) -> int:
         key=key,
         clear_key=args.clear_key,
         sample_rate_hz=args.sample_rate,
+        wdt_ms=args.watchdog_ms,
         resume=args.resume,
         baudrate=args.baud,
         wait=not args.no_wait,
@@ -106,6 +107,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys.add_argument("--key-env", help="environment variable holding the MAC key in hex")
     keys.add_argument("--clear-key", action="store_true", help="remove the board's MAC key")
     p.add_argument("--sample-rate", type=int, help="sample rate in Hz to configure")
+    p.add_argument(
+        "--watchdog-ms",
+        type=int,
+        help="board watchdog timeout (default 8000 on real boards, off on the Unix port; 0: off)",
+    )
     p.add_argument(
         "--resume",
         action="store_true",

@@ -94,6 +94,20 @@ class FlashResult:
     hello: Hello | None = None
 
 
+DEFAULT_WDT_MS = 8000
+"""Watchdog timeout written to a real board's config: a hung board resets itself. The
+firmware feeds it every main-loop pass and reboots into the REPL for flashing."""
+
+
+def watchdog_ms(march: str, wdt_ms: int | None) -> int:
+    """The watchdog timeout to configure: as given, else on for real boards only."""
+    if wdt_ms is None:
+        return 0 if march == "x64" else DEFAULT_WDT_MS
+    if not 0 <= wdt_ms <= 3_600_000:
+        raise FlashError(f"watchdog timeout {wdt_ms} ms out of range 0..3600000")
+    return wdt_ms
+
+
 def default_source() -> Path:
     """The firmware shipped with the SDK (``data/firmware``; in a checkout, a link to
     ``board/micropython``), so an installed ``bpiiot`` can flash without the repo."""
@@ -243,9 +257,8 @@ def _merge_config(
     key: bytes | None,
     clear_key: bool,
     sample_rate_hz: int | None,
+    wdt_ms: int,
 ) -> bool:
-    if board_id is None and key is None and not clear_key and sample_rate_hz is None:
-        return False
     cfg: dict[str, Any] = {}
     if transport.fs_exists(CONFIG_FILE):
         try:
@@ -254,6 +267,7 @@ def _merge_config(
                 cfg = loaded
         except (ValueError, UnicodeDecodeError):
             cfg = {}  # a damaged file: the firmware would use its defaults anyway
+    before = dict(cfg)
     if board_id is not None:
         cfg["board_id"] = board_id
     if key is not None:
@@ -262,6 +276,10 @@ def _merge_config(
         cfg["key"] = None
     if sample_rate_hz is not None:
         cfg["sample_rate_hz"] = sample_rate_hz
+    if cfg.get("wdt_ms", 0) != wdt_ms:
+        cfg["wdt_ms"] = wdt_ms
+    if cfg == before:
+        return False
     data = json.dumps(cfg).encode()
     # The same atomic write as the firmware's store: temporary file, then rename.
     transport.fs_writefile(CONFIG_FILE + ".tmp", data)
@@ -327,6 +345,7 @@ def flash(
     key: bytes | None = None,
     clear_key: bool = False,
     sample_rate_hz: int | None = None,
+    wdt_ms: int | None = None,
     resume: bool = False,
     baudrate: int = 115200,
     wait: bool = True,
@@ -337,8 +356,9 @@ def flash(
 
     ``resume`` skips mpremote's soft reset (needed for the Unix port on a pty).
     ``key`` (16-32 bytes) is written to the board's configuration, never shown;
-    the hello is then awaited with it. Raises a :class:`FlashError` subclass with
-    what to check when anything fails.
+    the hello is then awaited with it. ``wdt_ms`` sets the board's watchdog
+    (None: :data:`DEFAULT_WDT_MS` on a real board, off on the Unix port; 0: off).
+    Raises a :class:`FlashError` subclass with what to check when anything fails.
     """
     source = source or default_source()
     march = resolve_arch(arch)
@@ -348,6 +368,7 @@ def flash(
         raise FlashError(f"MAC key must be 16 to 32 bytes, got {len(key)}")
     if sample_rate_hz is not None and not 1 <= sample_rate_hz <= 65535:
         raise FlashError(f"sample rate {sample_rate_hz} Hz out of range 1..65535")
+    wdt_ms = watchdog_ms(march, wdt_ms)
     report = progress or (lambda _p: None)
     version = firmware_version(source)
     result = FlashResult(arch=march)
@@ -381,7 +402,7 @@ def flash(
                         result.removed.append(stale)
                         report(Progress("remove", stale))
             result.config_written = _merge_config(
-                transport, board_id, key, clear_key, sample_rate_hz
+                transport, board_id, key, clear_key, sample_rate_hz, wdt_ms
             )
             if result.config_written:
                 report(Progress("config", CONFIG_FILE))

@@ -58,6 +58,7 @@ def test_flash_then_reflash_only_what_changed(bare_board: BoardHost) -> None:
     assert sorted(p.name for p in (host.fs_dir / "bpiiot_fw").iterdir()) == [f"{n}.mpy" for n in fw]
     cfg = json.loads((host.fs_dir / "bpiiot.json").read_text())
     assert cfg["key"] == KEY.hex() and cfg["sample_rate_hz"] == 3200 and cfg["boot"] == 1
+    assert cfg.get("wdt_ms", 0) == 0  # no watchdog by default on the Unix port
     # Progress: every copied file reported its bytes up to its full size.
     done = {e.path for e in events if e.step == "copy" and e.done == e.total > 0}
     assert done == set(result.copied)
@@ -84,10 +85,11 @@ def test_flash_then_reflash_only_what_changed(bare_board: BoardHost) -> None:
 
     # Again, with nothing changed: the running app is stopped, nothing is copied, the
     # boot counter (kept in the merged config) still grows.
-    again = flash_mod.flash(host.port, arch="unix", resume=True, key=KEY)
+    again = flash_mod.flash(host.port, arch="unix", resume=True, key=KEY, wdt_ms=5000)
     assert again.copied == [] and sorted(again.unchanged) == sorted(result.copied)
     assert again.hello is not None and again.hello.boot_counter == 2
-    assert json.loads((host.fs_dir / "bpiiot.json").read_text())["board_id"] == "lathe-07"
+    cfg = json.loads((host.fs_dir / "bpiiot.json").read_text())
+    assert cfg["board_id"] == "lathe-07" and cfg["wdt_ms"] == 5000 and again.config_written
 
 
 def test_flash_over_running_source_firmware_removes_stale_sources() -> None:
@@ -126,6 +128,15 @@ def test_no_such_port(capsys: pytest.CaptureFixture[str]) -> None:
         flash_mod.flash("/dev/ttyNOSUCH9", arch="unix")
     assert cli_flash.main(["flash", "/dev/ttyNOSUCH9"]) == 1
     assert "error: /dev/ttyNOSUCH9: no such port" in capsys.readouterr().err
+
+
+def test_real_boards_get_a_watchdog_by_default() -> None:
+    for arch in ("rp2040", "esp32", "stm32f4"):
+        assert flash_mod.watchdog_ms(flash_mod.resolve_arch(arch), None) == 8000
+    assert flash_mod.watchdog_ms(flash_mod.resolve_arch("unix"), None) == 0
+    assert flash_mod.watchdog_ms("armv6m", 0) == 0
+    with pytest.raises(flash_mod.FlashError, match="watchdog timeout"):
+        flash_mod.flash("/dev/null", arch="rp2040", wdt_ms=-1)
 
 
 def test_bad_arguments_are_refused_before_touching_the_port() -> None:
