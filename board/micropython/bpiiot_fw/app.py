@@ -63,6 +63,8 @@ _LOG_ERROR = const(3)
 # from the rings to the DSP.
 _RING = const(512)
 _BLOCK = const(128)
+# Bytes allocated between two garbage collections (see main).
+_GC_EVERY = const(4096)
 
 
 class BadValue(Exception):
@@ -503,4 +505,9 @@ class App:
 
 def main():
     """Entry point used by main.py: run the app; returns "repl" or "closed"."""
+    # Collect after every few KiB allocated, not only when the heap is full: garbage
+    # (module loading at boot, frames later) is then reclaimed while it is low in the
+    # heap, and long-lived objects do not end up scattered between holes too small to
+    # use. At 3200 S/s this is a few collections a second.
+    gc.threshold(_GC_EVERY)
     return App().run()
