@@ -57,6 +57,12 @@ class SignalSource:
         self._rng = self._seed
         self._file = None
         self.set_rate(rate_hz)
+        # The other kinds' code lives apart: not loaded for the default bearing signal.
+        self._more = None
+        if self.kind != "bearing":
+            from bpiiot_fw import sensors_signal_more
+
+            self._more = sensors_signal_more
         if self.kind == "file":
             self._file = open(cfg["path"], "rb")
             self._frame = bytearray(6)
@@ -80,7 +86,7 @@ class SignalSource:
         """Advance the signal's clock by n samples without producing them."""
         if self.kind == "file" and self._file is not None:
             for _ in range(n):
-                self._next_frame()
+                self._more.next_frame(self)
         elif self.kind in ("noise", "bearing"):
             # Keep the random stream aligned: 3 (noise) or 4 (bearing) draws of
             # _gauss per sample, four _rand each.
@@ -104,72 +110,24 @@ class SignalSource:
         s = self._rand() + self._rand() + self._rand() + self._rand()
         return (s / 4294967296.0 - 2.0) * 1.7320508075688772
 
-    def _next_frame(self):
-        f = self._file
-        if f.readinto(self._frame) < 6:
-            if not self.cfg.get("loop", True):
-                return None
-            f.seek(0)
-            if f.readinto(self._frame) < 6:
-                return None
-        b = self._frame
-        self.n += 1
-        return b
-
     def read(self, x, y, z, i, n):
         """Produce the next n samples into x, y, z at index i; return n (0 at end of file)."""
+        if self.kind == "file":
+            return self._more.read_file(self, x, y, z, i, n)
         fs = self.rate_hz
-        kind = self.kind
         dc = self.dc
-        if kind == "file":
-            for k in range(i, i + n):
-                b = self._next_frame()
-                if b is None:
-                    return k - i
-                for arr, o in ((x, 0), (y, 2), (z, 4)):
-                    v = b[o] | (b[o + 1] << 8)
-                    arr[k] = v - 65536 if v & 0x8000 else v
-            return n
+        wave = None if self._more is None else self._more.wave
         for k in range(i, i + n):
             t = self.n / fs
-            if kind == "sine":
-                vx = self._tones(self.cfg.get("x", ()), t)
-                vy = self._tones(self.cfg.get("y", ()), t)
-                vz = self._tones(self.cfg.get("z", ()), t)
-            elif kind == "sweep":
-                ph = self._sweep_phase(t)
-                amp = self.cfg.get("amp", [100, 100, 100])
-                s = math.sin(ph)
-                vx, vy, vz = amp[0] * s, amp[1] * s, amp[2] * s
-            elif kind == "noise":
-                rms = self.cfg.get("rms", [100, 100, 100])
-                vx = rms[0] * self._gauss()
-                vy = rms[1] * self._gauss()
-                vz = rms[2] * self._gauss()
-            else:
+            if wave is None:
                 vx, vy, vz = self._bearing(t)
+            else:
+                vx, vy, vz = wave(self, t)
             x[k] = _clip16(int(math.floor(vx + dc[0] + 0.5)))
             y[k] = _clip16(int(math.floor(vy + dc[1] + 0.5)))
             z[k] = _clip16(int(math.floor(vz + dc[2] + 0.5)))
             self.n += 1
         return n
-
-    @staticmethod
-    def _tones(tones, t):
-        v = 0.0
-        for tone in tones:
-            ph = tone[2] if len(tone) > 2 else 0.0
-            v += tone[1] * math.sin(_TWO_PI * tone[0] * t + ph)
-        return v
-
-    def _sweep_phase(self, t):
-        # Linear chirp from f0 to f1 over duration_s, repeating.
-        c = self.cfg
-        f0 = c.get("f0", 10)
-        f1 = c.get("f1", 1000)
-        d = c.get("duration_s", 10)
-        t = t % d
-        return _TWO_PI * (f0 * t + (f1 - f0) * t * t / (2 * d))
 
     def bearing_health(self, t):
         """Degradation 0..1 of the bearing signal at time t (s) since start."""
