@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+# tools/ holds the board host harness (firmware in the Unix port) the suites share.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 STRICT = os.environ.get("BPIIOT_STRICT") == "1"
 

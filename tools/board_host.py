@@ -53,6 +53,34 @@ def micropython_binary() -> str:
     return found
 
 
+def run_script(
+    script: str,
+    *args: str,
+    heapsize: str = "192K",
+    timeout: float = 60.0,
+    source: str | os.PathLike[str] = FIRMWARE_SRC,
+) -> str:
+    """Run MicroPython source in the Unix port with the firmware importable.
+
+    Returns stdout; raises ``RuntimeError`` with stdout and stderr if the script fails.
+    ``args`` follow the script on the command line (``sys.argv[1:]``).
+    """
+    with tempfile.TemporaryDirectory(prefix="bpiiot-mpy-") as tmp:
+        path = Path(tmp) / "script.py"
+        path.write_text(script)
+        proc = subprocess.run(
+            [micropython_binary(), "-X", f"heapsize={heapsize}", str(path), *args],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, MICROPYPATH=str(source)),
+            timeout=timeout,
+            check=False,
+        )
+    if proc.returncode != 0:
+        raise RuntimeError(f"micropython exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout
+
+
 class BoardHost:
     """The firmware in the Unix port behind a pty (see the module docstring).
 

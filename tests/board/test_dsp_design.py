@@ -15,19 +15,16 @@ Unix port agrees with it bit for bit.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from board_host import run_script
 from scipy import signal
 
 from bpiiot.iso20816 import COEFFS, FilterState, reference_features
 
 ROOT = Path(__file__).resolve().parents[2]
-MICROPYTHON = Path(sys.executable).with_name("micropython")
 UM_S2_PER_MG = 9806.65
 # rate: (band high edge, HP corner, LP passband edge, LP ripple dB, LP stop dB)
 PARAMS = {
@@ -156,16 +153,7 @@ def test_committed_coefficients_are_the_design(fs: int) -> None:
 
 
 def test_firmware_table_equals_sdk_table() -> None:
-    code = "import json\nfrom bpiiot_fw import dsp\nprint(json.dumps(dsp.COEFFS))"
-    env = dict(os.environ, MICROPYPATH=str(ROOT / "board" / "micropython"))
-    out = subprocess.run(
-        [str(MICROPYTHON), "-X", "heapsize=192K", "-c", code],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-        timeout=60,
-    ).stdout
+    out = run_script("import json\nfrom bpiiot_fw import dsp\nprint(json.dumps(dsp.COEFFS))")
     fw = {int(k): tuple(v) for k, v in json.loads(out).items()}
     assert fw == COEFFS
 

@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from board_host import run_script
 from scipy import signal
 
 from bpiiot.iso20816 import reference_features
 
 ROOT = Path(__file__).resolve().parents[2]
-MICROPYTHON = Path(sys.executable).with_name("micropython")
 UM_S2_PER_MG = 9806.65
 
 # MicroPython side: reads cases (a JSON header line, then per block x, y, z int16
@@ -100,8 +97,6 @@ def run_cases(cases: list[dict[str, Any]], raw: bool = False) -> list[Any]:
     """Run the cases in one MicroPython process; return each case's window results."""
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "in.bin"
-        runner = Path(tmp) / "runner.py"
-        runner.write_text(RUNNER)
         with data.open("wb") as fh:
             for c in cases:
                 head = {k: v for k, v in c.items() if k != "data"}
@@ -110,17 +105,9 @@ def run_cases(cases: list[dict[str, Any]], raw: bool = False) -> list[Any]:
                 for b in range(0, c["n"], c["block"]):
                     e = b + c["block"]
                     fh.write(x[b:e].tobytes() + y[b:e].tobytes() + z[b:e].tobytes())
-        env = dict(os.environ, MICROPYPATH=str(ROOT / "board" / "micropython"))
-        proc = subprocess.run(
-            [str(MICROPYTHON), "-X", "heapsize=192K", str(runner), str(data)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=600,
-        )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    lines = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert len(lines) == len(cases), proc.stdout
+        stdout = run_script(RUNNER, str(data), timeout=600)
+    lines = [json.loads(line) for line in stdout.splitlines()]
+    assert len(lines) == len(cases), stdout
     return lines if raw else [line.get("results", line) for line in lines]
 
 
@@ -338,18 +325,7 @@ def measure():
 quiet, hop = measure()
 print(json.dumps({"quiet": quiet, "hop": hop}))
 """
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "alloc.py"
-        path.write_text(script)
-        env = dict(os.environ, MICROPYPATH=str(ROOT / "board" / "micropython"))
-        out = subprocess.run(
-            [str(MICROPYTHON), "-X", "heapsize=192K", str(path)],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=True,
-            timeout=60,
-        ).stdout
+    out = run_script(script)
     r = json.loads(out)
     assert r["quiet"] == 0  # the per-sample path allocates nothing
     assert r["hop"] < 1024  # closing a hop: a few big-int sums only
@@ -377,18 +353,7 @@ f.reset()
 again = run(f, b, 3)
 print(json.dumps([fresh, dirty, again]))
 """
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "reset.py"
-        path.write_text(script)
-        env = dict(os.environ, MICROPYPATH=str(ROOT / "board" / "micropython"))
-        out = subprocess.run(
-            [str(MICROPYTHON), "-X", "heapsize=192K", str(path)],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=True,
-            timeout=60,
-        ).stdout
+    out = run_script(script)
     fresh, dirty, again = json.loads(out)
     assert fresh is not None and again == fresh
     assert dirty != fresh  # without reset the previous signal's window leaks in

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import struct
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from board_host import run_script
 
 ROOT = Path(__file__).resolve().parents[2]
-MICROPYTHON = Path(sys.executable).with_name("micropython")
 
 PRELUDE = """
 import sys, json, time
@@ -45,19 +42,8 @@ def mpy(script: str, heap: str = "4M") -> Any:
     The heap is larger than a board's because these scripts collect whole signals
     into lists and JSON; the firmware's own memory use is judged in test_dsp_features.
     """
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "t.py"
-        path.write_text(PRELUDE + script)
-        env = dict(os.environ, MICROPYPATH=str(ROOT / "board" / "micropython"))
-        proc = subprocess.run(
-            [str(MICROPYTHON), "-X", f"heapsize={heap}", str(path)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-        )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_script(PRELUDE + script, heapsize=heap, timeout=120)
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def test_sine_source_matches_formula_and_has_gravity_on_z() -> None:

@@ -12,14 +12,13 @@ Prints only ``BENCH <name> <value> <unit>`` lines on stdout.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-MICROPYTHON = Path(sys.executable).with_name("micropython")
+sys.path.insert(0, str(ROOT / "tools"))
+
+from board_host import run_script  # noqa: E402
 
 SCRIPT = """
 import time
@@ -56,18 +55,7 @@ print(best_v, 4000 * BLOCK, best_p, 100 * BLOCK)
 
 def main() -> int:
     """Run the measurement in the Unix port and print the BENCH lines."""
-    env = dict(os.environ, MICROPYPATH=str(ROOT / "board" / "micropython"))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "bench.py"
-        path.write_text(SCRIPT)
-        out = subprocess.run(
-            [str(MICROPYTHON), "-X", "heapsize=192K", str(path)],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=True,
-            timeout=600,
-        ).stdout
+    out = run_script(SCRIPT, timeout=600)
     tv, nv, tp, np_ = (int(v) for v in out.split())
     per_v = nv / (tv / 1e6)
     per_p = np_ / (tp / 1e6)
