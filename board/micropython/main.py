@@ -19,20 +19,15 @@ def _report(exc):
             pass
 
 
-def _skip_once():
-    # Set by the app before a watchdog-safe reboot into the REPL (for flashing).
+def _run():
     import os
 
     try:
+        # Set by the app before a watchdog-safe reboot into the REPL (for flashing).
         os.remove("bpiiot_repl_once")
-        return True
-    except OSError:
-        return False
-
-
-def _run():
-    if _skip_once():
         return
+    except OSError:
+        pass
     try:
         from bpiiot_fw import app, platform
 

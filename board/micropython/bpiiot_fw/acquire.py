@@ -72,7 +72,7 @@ class Sampler:
             if c & (c - 1) or len(rings[1]) != c or len(rings[2]) != c:
                 raise ValueError("rings: three arrays of one power-of-two length")
         self.capacity = c
-        self._rx, self._ry, self._rz = rings
+        self._rings = rings
         self._w = 0  # written, only the producer changes it
         self._r = 0  # read, only poll changes it
         #: Samples dropped because the ring was full (never silently lost).
@@ -95,15 +95,10 @@ class Sampler:
         if self._host:
             self._last = self._now()
             return
-        import machine
+        from bpiiot_fw import platform_board
 
-        try:
-            tim = machine.Timer(-1)
-        except (ValueError, TypeError):
-            tim = machine.Timer(0)
         freq = self.rate_hz // 8 if self.accel.paced else self.rate_hz
-        tim.init(freq=freq, mode=machine.Timer.PERIODIC, callback=self._cb)
-        self._timer = tim
+        self._timer = platform_board.timer(freq, self._cb)
 
     def stop(self):
         """Stop the timer and the sensor."""
@@ -122,20 +117,21 @@ class Sampler:
         """Samples waiting in the ring."""
         return (self._w - self._r) & _MASK
 
-    def _fill(self, k):
-        # Write k samples from the sensor at the ring head (two segments on wrap).
+    def _fill(self, n):
+        # Write n samples from the sensor at the ring head (two segments on wrap).
         cap = self.capacity
         head = self._w & (cap - 1)
         first = cap - head
-        if first > k:
-            first = k
-        got = self.accel.read(self._rx, self._ry, self._rz, head, first)
-        if got == first and k > first:
-            got += self.accel.read(self._rx, self._ry, self._rz, 0, k - first)
+        if first > n:
+            first = n
+        x, y, z = self._rings
+        got = self.accel.read(x, y, z, head, first)
+        if got == first and n > first:
+            got += self.accel.read(x, y, z, 0, n - first)
         self._w = (self._w + got) & _MASK
         return got
 
-    def _tick(self, _t):
+    def _tick(self, t):
         # Timer callback (board): no allocation, no exceptions expected.
         free = self.capacity - ((self._w - self._r) & _MASK)
         a = self.accel
@@ -183,8 +179,9 @@ class Sampler:
             n = most
         if n:
             r = self._r & (self.capacity - 1)
-            _copy(x, self._rx, r, n)
-            _copy(y, self._ry, r, n)
-            _copy(z, self._rz, r, n)
+            rx, ry, rz = self._rings
+            _copy(x, rx, r, n)
+            _copy(y, ry, r, n)
+            _copy(z, rz, r, n)
             self._r = (self._r + n) & _MASK
         return n

@@ -71,10 +71,6 @@ class BadValue(Exception):
     """A well-formed command asks for something this board cannot do (nack 3)."""
 
 
-def _u16(v):
-    return 0 if v < 0 else (65535 if v > 65535 else v)
-
-
 def _zeros(n):
     # Three int16 arrays of n samples (one per axis), copied from one zeroed buffer:
     # a temporary per array would leave three holes between them.
@@ -119,9 +115,9 @@ class App:
             uart = None
             ucfg = cfg.get("uart")
             if ucfg and not platform.UNIX:
-                from machine import UART
+                from bpiiot_fw import platform_board
 
-                uart = UART(ucfg.get("id", 0), baudrate=ucfg.get("baudrate", 115200))
+                uart = platform_board.uart(ucfg)
             stream = platform.Stream(uart)
         self.stream = stream
         self.outputs = platform.Outputs(cfg["outputs"])
@@ -243,15 +239,16 @@ class App:
             if res is not None:
                 self._report(res)
 
-    def _report(self, res):
+    def _report(self, result):
         cfg = self.store.cfg
         ch = cfg["channels"]
         self.windows += 1
-        rms, peak, vel, zone = res
+        rms, peak, vel, zone = result
         out = [self.windows & 0xFFFFFFFF, self.clock.ms() & 0xFFFFFFFF, self.features.window_n]
         for arr in (rms, peak, vel):
             for i in range(3):
-                out.append(_u16(arr[i]) if ch & (1 << i) else 0)
+                v = arr[i] if ch & (1 << i) else 0
+                out.append(0 if v < 0 else (65535 if v > 65535 else v))  # uint16
         t = None
         if ch & 8 and self.temp is not None:
             try:
@@ -391,11 +388,11 @@ class App:
         except OSError as exc:
             self.log(_LOG_ERROR, "key not saved: " + platform.exception_text(exc))
 
-    def set_config(self, changes):
+    def set_config(self, obj):
         """Apply a set_config map {1..5: value}; BadValue (nothing changed) if impossible."""
         cfg = self.store.cfg
         new = {k: cfg[k] for k in CONFIG_KEYS}
-        for i, value in changes.items():
+        for i, value in obj.items():
             new[CONFIG_KEYS[i - 1]] = value
         try:
             self._plan(new)
@@ -422,17 +419,20 @@ class App:
             level, text = self.logs.pop(0)
             self.log(level, text)
 
-    def poll_link(self, wait_ms):
-        """Wait up to wait_ms for bytes, then handle every complete frame."""
+    def poll_link(self, ms):
+        """Wait up to ms for bytes, then handle every complete frame."""
         t0 = time.ticks_us()
-        ready = self.stream.wait(wait_ms)
+        ready = self.stream.wait(ms)
         self.load.idle(time.ticks_diff(time.ticks_us(), t0))
         if not ready:
             if (
                 self._escape_at is not None
                 and time.ticks_diff(time.ticks_ms(), self._escape_at) > 100
             ):
-                return self._check_escape()
+                self._escape_at = None
+                buf = self.deframer.buf
+                # Still the unfinished tail after 100 ms of silence: mpremote, not a frame.
+                return not (len(buf) >= 4 and buf[-4:] == ESCAPE)
             return True
         n = self.stream.read(self.rx)
         if n:
@@ -446,12 +446,6 @@ class App:
             else:
                 self._escape_at = None
         return not self.stream.closed
-
-    def _check_escape(self):
-        self._escape_at = None
-        buf = self.deframer.buf
-        # Still the unfinished tail after 100 ms of silence: mpremote, not a frame.
-        return not (len(buf) >= 4 and buf[-4:] == ESCAPE)
 
     def run(self):
         """Run until the SBC closes the line (Unix port) or mpremote asks for the REPL.

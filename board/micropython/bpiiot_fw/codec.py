@@ -103,14 +103,6 @@ class FrameError(Exception):
         self.detail = detail
 
 
-def _cbor_error(detail):
-    return FrameError("cbor", None, detail)
-
-
-def _schema_error(detail):
-    return FrameError("schema", None, detail)
-
-
 # --- COBS ------------------------------------------------------------------------
 
 
@@ -200,20 +192,14 @@ def _head(out, major, n):
     m = major << 5
     if n < 24:
         out.append(m | n)
-    elif n < 0x100:
-        out.append(m | 24)
-        out.append(n)
-    elif n < 0x10000:
-        out.append(m | 25)
-        out.extend(struct.pack(">H", n))
-    elif n < 0x100000000:
-        out.append(m | 26)
-        out.extend(struct.pack(">I", n))
-    elif n < 0x10000000000000000:
-        out.append(m | 27)
-        out.extend(struct.pack(">II", n >> 32, n & 0xFFFFFFFF))
-    else:
-        raise _cbor_error("integer out of range")
+        return
+    for ai in (24, 25, 26, 27):  # 1, 2, 4 or 8 argument bytes
+        size = 1 << (ai - 24)
+        if n < 1 << (8 * size):
+            out.append(m | ai)
+            out.extend(n.to_bytes(size, "big"))
+            return
+    raise FrameError("cbor", None, "integer out of range")
 
 
 def cbor_encode(obj, out=None):
@@ -245,7 +231,7 @@ def cbor_encode(obj, out=None):
         keys = sorted(obj)
         for k in keys:
             if type(k) is not int or k < 0:
-                raise _cbor_error("map keys must be unsigned integers")
+                raise FrameError("cbor", None, "map keys must be unsigned integers")
         _head(out, 5, len(keys))
         for k in keys:
             _head(out, 0, k)
@@ -253,7 +239,7 @@ def cbor_encode(obj, out=None):
     elif obj is None:
         out.append(0xF6)
     else:
-        raise _cbor_error("cannot encode " + t.__name__)
+        raise FrameError("cbor", None, "cannot encode " + t.__name__)
     return out
 
 
@@ -272,18 +258,19 @@ def _arg(buf, pos, ai):
     if ai > 27:
         if ai == 31:
             return None, pos
-        raise _cbor_error("reserved additional information")
+        raise FrameError("cbor", None, "reserved additional information")
     size = 1 << (ai - 24)
     if pos + size > len(buf):
-        raise _cbor_error("truncated")
+        raise FrameError("cbor", None, "truncated")
     v = 0
     for i in range(pos, pos + size):
         v = (v << 8) | buf[i]
     return v, pos + size
 
 
-def _utf8_ok(b):
+def _utf8_ok(buf):
     # MicroPython's decoder lets surrogates and overlong forms through: check here.
+    b = buf
     i = 0
     n = len(b)
     while i < n:
@@ -323,21 +310,21 @@ def _string(buf, pos, major, n):
     if n is not None:
         end = pos + n
         if end > len(buf):
-            raise _cbor_error("truncated string")
+            raise FrameError("cbor", None, "truncated string")
         return bytes(buf[pos:end]), end
     parts = []
     while True:
         if pos >= len(buf):
-            raise _cbor_error("truncated string")
+            raise FrameError("cbor", None, "truncated string")
         ib = buf[pos]
         pos += 1
         if ib == 0xFF:
             break
         if ib >> 5 != major:
-            raise _cbor_error("bad chunk in indefinite string")
+            raise FrameError("cbor", None, "bad chunk in indefinite string")
         m, pos = _arg(buf, pos, ib & 31)
         if m is None:
-            raise _cbor_error("nested indefinite string")
+            raise FrameError("cbor", None, "nested indefinite string")
         p, pos = _string(buf, pos, major, m)
         parts.append(p)
     return b"".join(parts), pos
@@ -349,7 +336,7 @@ def _item(buf, pos, depth):
     # insertion order, and the schema must see it); a repeated key keeps its first
     # position and its last value, as the SDK's decoder does.
     if pos >= len(buf):
-        raise _cbor_error("truncated")
+        raise FrameError("cbor", None, "truncated")
     ib = buf[pos]
     pos += 1
     major = ib >> 5
@@ -363,34 +350,34 @@ def _item(buf, pos, depth):
             return ODD, pos
         if ai == 24:
             if pos >= len(buf):
-                raise _cbor_error("truncated")
+                raise FrameError("cbor", None, "truncated")
             if buf[pos] < 32:
-                raise _cbor_error("invalid simple value")
+                raise FrameError("cbor", None, "invalid simple value")
             return ODD, pos + 1
         if 25 <= ai <= 27:
             pos += 1 << (ai - 24)
             if pos > len(buf):
-                raise _cbor_error("truncated float")
+                raise FrameError("cbor", None, "truncated float")
             return ODD, pos
-        raise _cbor_error("reserved additional information")
+        raise FrameError("cbor", None, "reserved additional information")
     n, pos = _arg(buf, pos, ai)
     if major < 2:
         if n is None:
-            raise _cbor_error("indefinite integer")
+            raise FrameError("cbor", None, "indefinite integer")
         return (n if major == 0 else -1 - n), pos
     if major < 4:
         s, pos = _string(buf, pos, major, n)
         if major == 3:
             if not _utf8_ok(s):
-                raise _cbor_error("invalid UTF-8")
+                raise FrameError("cbor", None, "invalid UTF-8")
             s = s.decode()
         return s, pos
     if major == 6:
         if n is None:
-            raise _cbor_error("indefinite tag")
+            raise FrameError("cbor", None, "indefinite tag")
         v, pos = _item(buf, pos, depth + 1)
         if v is _BREAK:
-            raise _cbor_error("break after tag")
+            raise FrameError("cbor", None, "break after tag")
         return ODD, pos
     # Arrays and maps; nesting beyond any schema is checked but not kept.
     keep = depth < _MAX_DEPTH
@@ -401,13 +388,13 @@ def _item(buf, pos, depth):
         if v is _BREAK:
             if n is None:
                 break
-            raise _cbor_error("unexpected break")
+            raise FrameError("cbor", None, "unexpected break")
         i += 1
         if major == 5:
             k = v
             v, pos = _item(buf, pos, depth + 1)
             if v is _BREAK:
-                raise _cbor_error("break in place of a map value")
+                raise FrameError("cbor", None, "break in place of a map value")
             if not keep:
                 continue
             if type(k) is list or type(k) is tuple:
@@ -434,9 +421,9 @@ def cbor_decode(buf, pos=0):
     try:
         v, end = _item(buf, pos, 0)
     except RuntimeError:  # recursion limit on deeply nested input
-        raise _cbor_error("nesting too deep")
+        raise FrameError("cbor", None, "nesting too deep")
     if v is _BREAK:
-        raise _cbor_error("break where an item was expected")
+        raise FrameError("cbor", None, "break where an item was expected")
     return v, end
 
 
@@ -446,14 +433,14 @@ def cbor_decode(buf, pos=0):
 def uint(v, hi=_U32, lo=0):
     """v if it is an int in lo..hi; FrameError('schema') otherwise."""
     if type(v) is not int or not lo <= v <= hi:
-        raise _schema_error("integer out of range")
+        raise FrameError("schema", None, "integer out of range")
     return v
 
 
 def arr(obj, n):
     """obj if it is an array of n items; FrameError('schema') otherwise."""
     if type(obj) is not list or len(obj) != n:
-        raise _schema_error("array of %d expected" % n)
+        raise FrameError("schema", None, "array of %d expected" % n)
     return obj
 
 
@@ -466,20 +453,20 @@ def config_map(obj, complete):
     if type(obj) is dict:
         obj = sorted(obj.items())
     elif type(obj) is not tuple:
-        raise _schema_error("map expected")
+        raise FrameError("schema", None, "map expected")
     if not obj:
-        raise _schema_error("at least one key")
+        raise FrameError("schema", None, "at least one key")
     last = 0
     out = {}
     for k, v in obj:
         if type(k) is not int or not 1 <= k <= 5:
-            raise _schema_error("unknown key")
+            raise FrameError("schema", None, "unknown key")
         if k <= last:
-            raise _schema_error("keys must ascend")
+            raise FrameError("schema", None, "keys must ascend")
         last = k
         out[k] = uint(v, (0xFFFF, 60000, 60000, 15, 3)[k - 1], 0 if k > 3 else 1)
     if complete and len(out) != 5:
-        raise _schema_error("every key 1..5")
+        raise FrameError("schema", None, "every key 1..5")
     return out
 
 
@@ -503,7 +490,7 @@ def check_payload(type_, obj):
     if type_ == _T_SET_KEY:
         a = arr(obj, 1)
         if type(a[0]) is not bytes or not _KEY_MIN <= len(a[0]) <= _KEY_MAX:
-            raise _schema_error("key must be 16-32 bytes")
+            raise FrameError("schema", None, "key must be 16-32 bytes")
         return a
     return arr(obj, 0)
 
@@ -524,10 +511,10 @@ class Encoder:
         """Tag frames with key (16-32 bytes) from now on (None: stop tagging)."""
         self._pads = _pads(key)
 
-    def encode(self, type_, payload_obj):
+    def encode(self, type_, payload):
         """Wire bytes (COBS + delimiter) of a message with the next sequence number."""
         self.seq = (self.seq + 1) & _U32
-        return self.frame(type_, cbor_encode(payload_obj), self.seq)
+        return self.frame(type_, cbor_encode(payload), self.seq)
 
     def frame(self, type_, payload, seq, session=None):
         """Frame an encoded payload with explicit header values."""
@@ -539,7 +526,7 @@ class Encoder:
         body.extend(payload)
         if self._pads is not None:
             body.extend(_tag(self._pads, body))
-        body.extend(struct.pack("<I", crc32(body) & _U32))
+        body.extend((crc32(body) & _U32).to_bytes(4, "little"))
         if len(body) > _MAX_BODY:
             raise FrameError("oversize", seq)
         out = cobs_encode(body)
@@ -583,7 +570,7 @@ class Verifier:
             raise FrameError("truncated")
         end = n - _CRC_LEN
         mv = memoryview(body)
-        if crc32(mv[:end]) & _U32 != struct.unpack_from("<I", body, end)[0]:
+        if crc32(mv[:end]) & _U32 != int.from_bytes(body[end:], "little"):
             raise FrameError("crc")
         vf, type_, session, seq = struct.unpack_from(_HEADER, body, 0)
         if vf >> 4 != _VERSION_MAJOR:

@@ -64,14 +64,14 @@ _PRIMED = const(41)
 _NST = const(42)
 
 
-def zone(vel_um_s, machine_class):
-    """ISO 20816-3 zone 0..3 (A..D); a velocity equal to a boundary is in the higher zone."""
+def zone(v, machine_class):
+    """ISO 20816-3 zone 0..3 (A..D) of velocity v (um/s); a boundary is in the higher zone."""
     ab, bc, cd = MACHINE_CLASSES[machine_class]
-    if vel_um_s < ab:
+    if v < ab:
         return 0
-    if vel_um_s < bc:
+    if v < bc:
         return 1
-    if vel_um_s < cd:
+    if v < cd:
         return 2
     return 3
 
@@ -88,9 +88,9 @@ def isqrt(n):
     return x
 
 
-def isqrt_round(num, den):
-    """sqrt(num / den) rounded half up, exactly (see bpiiot.iso20816.isqrt_round)."""
-    return (isqrt(4 * num // den) + 1) >> 1
+def isqrt_round(x, y):
+    """sqrt(x / y) rounded half up, exactly (see bpiiot.iso20816.isqrt_round)."""
+    return (isqrt(4 * x // y) + 1) >> 1
 
 
 def new_state(rate_hz):
@@ -109,14 +109,14 @@ def new_state(rate_hz):
 
 
 @micropython.viper
-def kernel(buf, st, i0: int, i1: int):
+def kernel(buf, state, i0: int, i1: int):
     """Filter buf[i0:i1] (int16, mg) through one axis's state; update its accumulators.
 
     Every product has operands below 2^16 and 2^15 in magnitude, every sum stays
     inside +-2^31, so the 32-bit and the 64-bit ports compute the same numbers.
     """
     p = ptr16(buf)
-    s = ptr32(st)
+    s = ptr32(state)
     sh1 = s[0] - _OFF
     d1a = s[1] - _OFF
     d2a = s[2] - _OFF
@@ -270,15 +270,15 @@ def kernel(buf, st, i0: int, i1: int):
     s[40] = lll + _OFF
 
 
-def take_sums(st):
-    """Return (peak, sum x^2, sum v^2) accumulated in ``st`` and reset them to zero."""
-    peak = st[32] - _OFF
-    xsq = ((st[33] - _OFF) << 29) + (st[34] - _OFF)
-    hh = ((st[35] - _OFF) << 29) + (st[36] - _OFF)
-    hl = ((st[37] - _OFF) << 29) + (st[38] - _OFF)
-    ll = ((st[39] - _OFF) << 29) + (st[40] - _OFF)
+def take_sums(state):
+    """Return (peak, sum x^2, sum v^2) accumulated in ``state`` and reset them to zero."""
+    peak = state[32] - _OFF
+    xsq = ((state[33] - _OFF) << 29) + (state[34] - _OFF)
+    hh = ((state[35] - _OFF) << 29) + (state[36] - _OFF)
+    hl = ((state[37] - _OFF) << 29) + (state[38] - _OFF)
+    ll = ((state[39] - _OFF) << 29) + (state[40] - _OFF)
     for i in range(_PEAK, _PRIMED):
-        st[i] = _OFF
+        state[i] = _OFF
     return peak, xsq, (hh << 28) + (hl << 15) + ll
 
 
@@ -321,10 +321,7 @@ class Features:
         self._filled = 0
         self._head = 0
         self._pos = 0
-        self._rms = [0, 0, 0]
-        self._peak = [0, 0, 0]
-        self._vel = [0, 0, 0]
-        self.result = [self._rms, self._peak, self._vel, 0]
+        self.result = [[0, 0, 0], [0, 0, 0], [0, 0, 0], 0]  # rms, peak, vel, zone
         #: Number of windows completed so far.
         self.windows = 0
 
@@ -376,6 +373,7 @@ class Features:
             self._filled += 1
             if self._filled < self._nseg:
                 return False
+        rms, peaks, vel, _ = self.result
         vmax = 0
         for a in range(3):
             peak = 0
@@ -386,10 +384,10 @@ class Features:
                     peak = seg[3 * a]
                 xsq += seg[3 * a + 1]
                 vsq += seg[3 * a + 2]
-            self._peak[a] = peak
-            self._rms[a] = isqrt_round(xsq, self.window_n)
+            peaks[a] = peak
+            rms[a] = isqrt_round(xsq, self.window_n)
             v = isqrt_round(vsq * self._gn2, self._den)
-            self._vel[a] = v
+            vel[a] = v
             if v > vmax:
                 vmax = v
         self.result[3] = zone(vmax, self.machine_class)

@@ -8,6 +8,7 @@ the serial stream: the stream carries frames only.
 """
 
 import gc
+import select
 import sys
 import time
 
@@ -25,20 +26,18 @@ UNIX = sys.platform in ("linux", "darwin")
 _EXIT_REBOOT = const(75)
 _EXIT_REPL = const(76)
 
-STDERR = sys.stderr if UNIX else None
 
-
-def log_exception(exc, where=""):
+def log_exception(exc, text=""):
     """Print a traceback where it cannot corrupt the stream: stderr on the Unix port.
 
     On boards stderr is the serial stream, so nothing is printed; the caller sends
-    a log frame instead (see :func:`exception_text`).
+    a log frame instead (see :func:`exception_text`). ``text`` says where it happened.
     """
-    if STDERR is not None:
+    if UNIX:
         try:
-            if where:
-                STDERR.write("bpiiot: " + where + "\n")
-            sys.print_exception(exc, STDERR)
+            if text:
+                sys.stderr.write("bpiiot: %s\n" % text)
+            sys.print_exception(exc, sys.stderr)
         except Exception:
             pass
 
@@ -46,7 +45,7 @@ def log_exception(exc, where=""):
 def exception_text(exc):
     """Short one-line text of an exception, for a log frame (at most 200 bytes)."""
     try:
-        text = type(exc).__name__ + ": " + str(exc)
+        text = "%s: %s" % (type(exc).__name__, exc)
     except Exception:
         text = "exception"
     return text[:200]
@@ -60,8 +59,6 @@ class Stream:
     """
 
     def __init__(self, uart=None):
-        import select
-
         self._uart = uart
         if uart is None:
             import micropython
@@ -77,13 +74,12 @@ class Stream:
             self._wr = uart.write
             self._poll = select.poll()
             self._poll.register(uart, select.POLLIN)
-        self._pollin = select.POLLIN
         self.closed = False
 
     def wait(self, ms):
         """Wait up to ms for input; True when bytes are ready (or the line closed)."""
         for _obj, ev in self._poll.ipoll(ms):
-            if ev & ~self._pollin:
+            if ev & ~select.POLLIN:
                 # POLLHUP/POLLERR: the SBC side went away (EIO on a pty).
                 self.closed = True
             return True
@@ -108,7 +104,7 @@ class Stream:
             ready = False
             for _obj, ev in poll.ipoll(0):
                 ready = True
-                if ev & ~self._pollin:
+                if ev & ~select.POLLIN:
                     self.closed = True
                     return n
             if not ready:
@@ -134,17 +130,17 @@ class Outputs:
     ``outputs.json`` in the board's filesystem so a test or an operator can see them.
     """
 
-    def __init__(self, pins, state_file="outputs.json"):
+    def __init__(self, pins, path="outputs.json"):
         self.states = {}
         self._pins = {}
-        self._file = state_file if UNIX else None
+        self._file = path if UNIX else None
         for p in pins:
             if UNIX:
                 self._pins[p] = None
             else:
-                from machine import Pin
+                from bpiiot_fw import platform_board
 
-                self._pins[p] = Pin(p, Pin.OUT, value=0)
+                self._pins[p] = platform_board.output_pin(p)
             self.states[p] = 0
         self._record()
 
@@ -184,14 +180,14 @@ class Watchdog:
     ``wdt_ms``) and the app reboots, rather than returns to the REPL, while it runs.
     """
 
-    def __init__(self, timeout_ms):
+    def __init__(self, ms):
         self.active = False
         self._wdt = None
-        if timeout_ms and not UNIX:
+        if ms and not UNIX:
             try:
-                from machine import WDT
+                from bpiiot_fw import platform_board
 
-                self._wdt = WDT(timeout=timeout_ms)
+                self._wdt = platform_board.watchdog(ms)
                 self.active = True
             except Exception:
                 self._wdt = None
@@ -210,9 +206,9 @@ class Load:
         self._t0 = time.ticks_us()
         self.permille = 0
 
-    def idle(self, us):
-        """Count us microseconds spent idle; every second, update permille."""
-        self._idle += us
+    def idle(self, t):
+        """Count t microseconds spent idle; every second, update permille."""
+        self._idle += t
         now = time.ticks_us()
         span = time.ticks_diff(now, self._t0)
         if span >= 1000000:
@@ -243,7 +239,7 @@ def unload(name):
     For code used once (config checks at boot, the sensor factory): the heap it
     frees is what the DSP and the link need later. A later import loads it again.
     """
-    sys.modules.pop("bpiiot_fw." + name, None)
+    sys.modules.pop("bpiiot_fw.%s" % name, None)
     try:
         delattr(sys.modules["bpiiot_fw"], name)
     except (KeyError, AttributeError):

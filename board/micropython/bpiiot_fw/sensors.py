@@ -1,8 +1,8 @@
 """Accelerometer and temperature drivers behind one small interface, and their factories.
 
 Each driver lives in its own module, imported only when the configuration names it,
-so a board holds the code of the one driver it runs (RAM, not flash, is what a
-board lacks): ``sensors_signal`` (host / demo), ``sensors_adxl345``,
+so a board holds the code and the interned names of the one driver it runs (RAM,
+not flash, is what a board lacks): ``sensors_signal`` (host / demo), ``sensors_adxl345``,
 ``sensors_analog``, ``sensors_temp`` (MCU and TMP36). ``machine`` is imported only
 inside the hardware drivers, so the host path never touches hardware.
 
@@ -48,22 +48,38 @@ def clip16(v):
     return v
 
 
+# The driver of each kind, as "module Class" text: a board interns the names of the
+# driver it loads only, not of every driver it could load (interned names cost RAM).
+_ACCELS = {
+    "signal": "sensors_signal SignalSource",
+    "adxl345-spi": "sensors_adxl345 ADXL345",
+    "adxl345-i2c": "sensors_adxl345 ADXL345",
+    "analog": "sensors_analog AnalogAccel",
+}
+_TEMPS = {
+    "signal": "sensors_signal SignalTemp",
+    "mcu": "sensors_temp McuTemp",
+    "tmp36": "sensors_temp TMP36",
+}
+
+
+def _load(name):
+    # The class named by "module Class", its module imported now.
+    mod, cls = name.split()
+    return getattr(__import__("bpiiot_fw.%s" % mod, None, None, (cls,)), cls)
+
+
 def make_accel(cfg, rate_hz=3200):
     """Build the accelerometer named by cfg["accel"] (ValueError if unknown)."""
     kind = cfg.get("accel", "signal")
+    where = _ACCELS.get(kind)
+    if where is None:
+        raise ValueError("unknown accel %r" % (kind,))
     if kind == "signal":
-        from bpiiot_fw.sensors_signal import SignalSource
-
-        return SignalSource(cfg.get("signal", {}), rate_hz)
-    if kind == "adxl345-spi" or kind == "adxl345-i2c":
-        from bpiiot_fw.sensors_adxl345 import ADXL345
-
-        return ADXL345(cfg, kind[8:])
+        return _load(where)(cfg.get("signal", {}), rate_hz)
     if kind == "analog":
-        from bpiiot_fw.sensors_analog import AnalogAccel
-
-        return AnalogAccel(cfg)
-    raise ValueError("unknown accel %r" % (kind,))
+        return _load(where)(cfg)
+    return _load(where)(cfg, kind[8:])  # the ADXL345 on "spi" or "i2c"
 
 
 def make_temp(cfg):
@@ -75,19 +91,10 @@ def make_temp(cfg):
     kind = cfg.get("temp")
     if kind is None:
         kind = "signal" if cfg.get("accel", "signal") == "signal" else "mcu"
-    if kind == "signal":
-        from bpiiot_fw.sensors_signal import SignalTemp
-
-        return SignalTemp(cfg)
-    if kind == "mcu":
-        from bpiiot_fw.sensors_temp import McuTemp
-
-        return McuTemp(cfg)
-    if kind == "tmp36":
-        from bpiiot_fw.sensors_temp import TMP36
-
-        return TMP36(cfg)
-    raise ValueError("unknown temp %r" % (kind,))
+    where = _TEMPS.get(kind)
+    if where is None:
+        raise ValueError("unknown temp %r" % (kind,))
+    return _load(where)(cfg)
 
 
 def new_buffers(n):
@@ -95,20 +102,10 @@ def new_buffers(n):
     return array("h", bytes(2 * n)), array("h", bytes(2 * n)), array("h", bytes(2 * n))
 
 
-# Where each driver class lives: ``sensors.ADXL345`` and the like still work (tools,
-# tests), importing the driver's module on first use.
-_HOME = {
-    "SignalSource": "sensors_signal",
-    "SignalTemp": "sensors_signal",
-    "ADXL345": "sensors_adxl345",
-    "AnalogAccel": "sensors_analog",
-    "McuTemp": "sensors_temp",
-    "TMP36": "sensors_temp",
-}
-
-
 def __getattr__(name):
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(name)
-    return getattr(__import__("bpiiot_fw." + home, None, None, (name,)), name)
+    # ``sensors.ADXL345`` and the like still work (tools, tests): the driver's module
+    # is imported on first use.
+    for where in tuple(_ACCELS.values()) + tuple(_TEMPS.values()):
+        if where.split()[1] == name:
+            return _load(where)
+    raise AttributeError(name)

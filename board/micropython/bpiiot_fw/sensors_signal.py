@@ -24,6 +24,7 @@ rigid); ``age_s`` starts it later in life.
 """
 
 import math
+import time
 
 
 def _clip16(v):
@@ -53,8 +54,7 @@ class SignalSource:
         self.dc = cfg.get("dc", [0, 0, 1000])
         #: Index of the next sample (the signal's clock).
         self.n = 0
-        self._seed = cfg.get("seed", 1) & 0xFFFFFFFF or 1
-        self._rng = self._seed
+        self._rng = cfg.get("seed", 1) & 0xFFFFFFFF or 1
         self._file = None
         self.set_rate(rate_hz)
         # The other kinds' code lives apart: not loaded for the default bearing signal.
@@ -159,17 +159,14 @@ class SignalTemp:
     """Host stand-in: cdeg, rising by rise_cdeg over life_s seconds of ticks_ms."""
 
     def __init__(self, cfg):
-        import time
-
-        self._time = time
+        self.cfg = cfg
         self._t0 = time.ticks_ms()
-        self._c = cfg.get("cdeg", 3500)
-        self._rise = cfg.get("rise_cdeg", 0)
-        self._life_ms = cfg.get("life_s", 600) * 1000
 
     def read_cdeg(self):
         """Temperature in centi-degrees C."""
-        dt = self._time.ticks_diff(self._time.ticks_ms(), self._t0)
-        if dt > self._life_ms:
-            dt = self._life_ms
-        return self._c + self._rise * dt // self._life_ms
+        c = self.cfg
+        life_ms = c.get("life_s", 600) * 1000
+        dt = time.ticks_diff(time.ticks_ms(), self._t0)
+        if dt > life_ms:
+            dt = life_ms
+        return c.get("cdeg", 3500) + c.get("rise_cdeg", 0) * dt // life_ms

@@ -53,12 +53,12 @@ class Store:
             self.cfg = dict(DEFAULTS)
             return None  # first boot: the defaults are the configuration
         try:
-            from bpiiot_fw.store_check import validate
+            from bpiiot_fw import store_check
 
             try:
-                self.cfg = validate(json.loads(raw))
+                self.cfg = store_check.validate(json.loads(raw))
             finally:
-                validate = None
+                store_check = None
                 unload("store_check")
             return None
         except Exception as exc:
