@@ -14,7 +14,7 @@ by a clock, never by the main loop's speed:
   works out how many samples fell due since the previous poll and asks the signal
   source for exactly those.
 
-``poll(x, y, z)`` copies up to ``len(x)`` (or ``most``) waiting samples into the caller's arrays
+``poll(x, y, z)`` copies up to ``len(x)`` (or ``count``) waiting samples into the caller's arrays
 and returns how many. If the main loop falls behind by more than the ring capacity,
 the samples that do not fit are dropped and ``overruns`` grows by their number (for
 the ADXL345, by 1 per FIFO found full: how many it lost is unknown). The signal
@@ -80,7 +80,6 @@ class Sampler:
         self._clock = clock
         self._host = clock is not None or _host()
         self._timer = None
-        self._cb = self._tick  # bound once: the callback must not allocate
         self._acc = 0
         self._last = 0
         self._fifo_seen = 0
@@ -98,7 +97,8 @@ class Sampler:
         from bpiiot_fw import platform_board
 
         freq = self.rate_hz // 8 if self.accel.paced else self.rate_hz
-        self._timer = platform_board.timer(freq, self._cb)
+        # The bound method is made once, here: the callback itself allocates nothing.
+        self._timer = platform_board.timer(freq, self._tick)
 
     def stop(self):
         """Stop the timer and the sensor."""
@@ -168,15 +168,15 @@ class Sampler:
             if skip is not None:
                 skip(due - k)
 
-    def poll(self, x, y, z, most=0):
-        """Copy up to ``most`` (default len(x)) waiting samples into x, y, z; return how many."""
+    def poll(self, x, y, z, count=0):
+        """Copy up to ``count`` (default len(x)) waiting samples into x, y, z; return how many."""
         if self._host and self.running:
             self._produce()
         n = (self._w - self._r) & _MASK
-        if not most:
-            most = len(x)
-        if n > most:
-            n = most
+        if not count:
+            count = len(x)
+        if n > count:
+            n = count
         if n:
             r = self._r & (self.capacity - 1)
             rx, ry, rz = self._rings

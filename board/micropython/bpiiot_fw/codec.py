@@ -84,7 +84,6 @@ NACK_FOR = {
     "schema": _E_BAD_ARGS,
 }
 
-_HEADER = ">BBHI"
 _U16 = const(0xFFFF)
 _U32 = const(0xFFFFFFFF)
 
@@ -175,12 +174,13 @@ def _pads(key):
     return bytes(b ^ 0x36 for b in block), bytes(b ^ 0x5C for b in block)
 
 
-def _tag(pads, data):
-    # The first 8 bytes of HMAC-SHA256(key, data). MicroPython's sha256 objects
-    # cannot be copied, so each tag hashes the 64-byte pad blocks again.
-    h = hashlib.sha256(pads[0])
+def _tag(key, data):
+    # The first 8 bytes of HMAC-SHA256(key, data), key given as its (ipad, opad)
+    # blocks (_pads). MicroPython's sha256 objects cannot be copied, so each tag
+    # hashes the 64-byte pad blocks again.
+    h = hashlib.sha256(key[0])
     h.update(data)
-    o = hashlib.sha256(pads[1])
+    o = hashlib.sha256(key[1])
     o.update(h.digest())
     return o.digest()[:_TAG_LEN]
 
@@ -521,7 +521,7 @@ class Encoder:
         flags = (_FLAG_HOST if self.from_host else 0) | (FLAG_AUTH if self._pads else 0)
         sess = self.session if session is None else session
         body = bytearray(
-            struct.pack(_HEADER, (_VERSION_MAJOR << 4) | flags, type_, sess & _U16, seq & _U32)
+            struct.pack(">BBHI", (_VERSION_MAJOR << 4) | flags, type_, sess & _U16, seq & _U32)
         )
         body.extend(payload)
         if self._pads is not None:
@@ -572,7 +572,7 @@ class Verifier:
         mv = memoryview(body)
         if crc32(mv[:end]) & _U32 != int.from_bytes(body[end:], "little"):
             raise FrameError("crc")
-        vf, type_, session, seq = struct.unpack_from(_HEADER, body, 0)
+        vf, type_, session, seq = struct.unpack_from(">BBHI", body, 0)
         if vf >> 4 != _VERSION_MAJOR:
             raise FrameError("version")
         flags = vf & 0x0F

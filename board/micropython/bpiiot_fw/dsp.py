@@ -315,9 +315,9 @@ class Features:
         self._gn2 = c[16] * c[16]
         self._den = window_n << (2 * c[17])
         self._st = (new_state(rate_hz), new_state(rate_hz), new_state(rate_hz))
-        self._nseg = window_n // hop_n
-        # Ring of per-hop partial results: [peak, sum x^2, sum v^2] per axis.
-        self._seg = [[0] * 9 for _ in range(self._nseg)]
+        # Ring of per-hop partial results (one per hop in a window): [peak, sum x^2,
+        # sum v^2] per axis.
+        self._seg = [[0] * 9 for _ in range(window_n // hop_n)]
         self._filled = 0
         self._head = 0
         self._pos = 0
@@ -368,10 +368,11 @@ class Features:
             seg[3 * a] = peak
             seg[3 * a + 1] = xsq
             seg[3 * a + 2] = vsq
-        self._head = (self._head + 1) % self._nseg
-        if self._filled < self._nseg:
+        nseg = len(self._seg)
+        self._head = (self._head + 1) % nseg
+        if self._filled < nseg:
             self._filled += 1
-            if self._filled < self._nseg:
+            if self._filled < nseg:
                 return False
         rms, peaks, vel, _ = self.result
         vmax = 0

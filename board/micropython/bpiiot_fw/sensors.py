@@ -50,16 +50,18 @@ def clip16(v):
 
 # The driver of each kind, as "module Class" text: a board interns the names of the
 # driver it loads only, not of every driver it could load (interned names cost RAM).
-_ACCELS = {
-    "signal": "sensors_signal SignalSource",
-    "adxl345-spi": "sensors_adxl345 ADXL345",
-    "adxl345-i2c": "sensors_adxl345 ADXL345",
-    "analog": "sensors_analog AnalogAccel",
-}
-_TEMPS = {
-    "signal": "sensors_signal SignalTemp",
-    "mcu": "sensors_temp McuTemp",
-    "tmp36": "sensors_temp TMP36",
+_DRIVERS = {
+    "accel": {
+        "signal": "sensors_signal SignalSource",
+        "adxl345-spi": "sensors_adxl345 ADXL345",
+        "adxl345-i2c": "sensors_adxl345 ADXL345",
+        "analog": "sensors_analog AnalogAccel",
+    },
+    "temp": {
+        "signal": "sensors_signal SignalTemp",
+        "mcu": "sensors_temp McuTemp",
+        "tmp36": "sensors_temp TMP36",
+    },
 }
 
 
@@ -72,7 +74,7 @@ def _load(name):
 def make_accel(cfg, rate_hz=3200):
     """Build the accelerometer named by cfg["accel"] (ValueError if unknown)."""
     kind = cfg.get("accel", "signal")
-    where = _ACCELS.get(kind)
+    where = _DRIVERS["accel"].get(kind)
     if where is None:
         raise ValueError("unknown accel %r" % (kind,))
     if kind == "signal":
@@ -91,7 +93,7 @@ def make_temp(cfg):
     kind = cfg.get("temp")
     if kind is None:
         kind = "signal" if cfg.get("accel", "signal") == "signal" else "mcu"
-    where = _TEMPS.get(kind)
+    where = _DRIVERS["temp"].get(kind)
     if where is None:
         raise ValueError("unknown temp %r" % (kind,))
     return _load(where)(cfg)
@@ -105,7 +107,7 @@ def new_buffers(n):
 def __getattr__(name):
     # ``sensors.ADXL345`` and the like still work (tools, tests): the driver's module
     # is imported on first use.
-    for where in tuple(_ACCELS.values()) + tuple(_TEMPS.values()):
+    for where in tuple(_DRIVERS["accel"].values()) + tuple(_DRIVERS["temp"].values()):
         if where.split()[1] == name:
             return _load(where)
     raise AttributeError(name)

@@ -6,26 +6,6 @@ not resident while the DSP and the link run.
 
 from bpiiot_fw.store import DEFAULTS
 
-# key: (type, lo, hi) for the values a hand-edited or damaged file may hold.
-_INTS = {
-    "sample_rate_hz": (1, 65535),
-    "window_ms": (1, 60000),
-    "hop_ms": (1, 60000),
-    "channels": (0, 15),
-    "machine_class": (0, 3),
-    "wdt_ms": (0, 3600000),
-    "boot": (0, 0xFFFFFFFF),
-}
-
-
-def _id_ok(s):
-    if type(s) is not str or not 1 <= len(s) <= 32:
-        return False
-    for c in s:
-        if not ("a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c in "._-"):
-            return False
-    return True
-
 
 def validate(cfg):
     """Return cfg merged over the defaults, or raise ValueError naming the bad field."""
@@ -35,12 +15,28 @@ def validate(cfg):
     for k, v in cfg.items():
         if k in out:
             out[k] = v
-    for k, (lo, hi) in _INTS.items():
+    # key: (lo, hi) of the integers a hand-edited or damaged file may hold.
+    ints = {
+        "sample_rate_hz": (1, 65535),
+        "window_ms": (1, 60000),
+        "hop_ms": (1, 60000),
+        "channels": (0, 15),
+        "machine_class": (0, 3),
+        "wdt_ms": (0, 3600000),
+        "boot": (0, 0xFFFFFFFF),
+    }
+    for k, (lo, hi) in ints.items():
         v = out[k]
         if type(v) is not int or not lo <= v <= hi:
             raise ValueError("bad " + k)
-    if not _id_ok(out["board_id"]):
+    # board_id: 1-32 letters, digits, ".", "_" or "-". Checked as bytes: iterating a
+    # str makes each character an interned string, which costs RAM for good.
+    s = out["board_id"]
+    if type(s) is not str or not 1 <= len(s) <= 32:
         raise ValueError("bad board_id")
+    for c in s.encode():
+        if not (0x61 <= c <= 0x7A or 0x41 <= c <= 0x5A or 0x30 <= c <= 0x39 or c in b"._-"):
+            raise ValueError("bad board_id")
     key = out["key"]
     if key is not None:
         if type(key) is not str:
