@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from board_host import micropython_binary
 from fw_link import BoardHost, Client
 
+from bpiiot import flash as flash_mod
 from bpiiot import messages as m
 from bpiiot import wire
 
@@ -426,3 +429,70 @@ def test_private_protocol_constants_agree() -> None:
         if k.startswith("T_"):
             cls = "".join(p.capitalize() for p in k[2:].split("_"))
             assert getattr(m, cls).TYPE == v, k
+
+
+# MicroPython allocates its fifth pool of interned names (qstrs) at the 301st one made
+# at run time: about 3.6 KiB in one piece on the 64-bit Unix port, the margin between
+# a 60 KiB heap surviving or not (tools/bench/bench_board_fw.py).
+QSTR_POOL_LIMIT = 300
+
+
+def _interned_names_under_load(fs: Path, boot: int) -> tuple[int, int]:
+    """(interned names, reports) of the compiled firmware in fs after 2 s of the
+    benchmark's load: MAC on, 3200 S/s, 1 s windows every 250 ms, commands between.
+
+    stdin and stdout are pipes: closing stdin ends the app, then main.py (with a
+    line added) prints ``micropython.qstr_info()``. boot 1: a fresh filesystem (the
+    key is set here); later boots find the saved configuration (store_check runs).
+    """
+    proc = subprocess.Popen(
+        [micropython_binary(), "main.py"],
+        cwd=fs,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ, MICROPYPATH=str(fs)),
+    )
+    assert proc.stdin is not None
+    enc = wire.FrameEncoder(from_host=True, key=None if boot == 1 else KEY, session=boot)
+
+    def send(msg: m.Message) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write(enc.encode(msg))
+        proc.stdin.flush()
+
+    if boot == 1:
+        send(m.SetKey(KEY))
+        enc.set_key(KEY)
+    send(m.SetConfig(sample_rate_hz=3200, window_ms=1000, hop_ms=250, channels=15))
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        for msg in (m.Ping(), m.GetStatus(), m.GetConfig(), m.HelloRequest()):
+            send(msg)
+        time.sleep(0.05)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err.decode(errors="replace")
+    found = re.search(rb"n_qstr=(\d+)", out)
+    assert found, out[-300:]
+    ver = wire.FrameVerifier("host", KEY)
+    reports = 0
+    for chunk in wire.Deframer().feed(out[: found.start()]):
+        try:
+            reports += isinstance(ver.verify(chunk).message, m.Report)
+        except wire.FrameError:
+            pass
+    return int(found[1]), reports
+
+
+def test_interned_names_stay_below_a_fifth_qstr_pool(tmp_path: Path) -> None:
+    """Under load, first boot and a boot with a saved configuration, the firmware
+    makes at most 300 interned names (each module, attribute, parameter and short
+    string adds one; see QSTR_POOL_LIMIT)."""
+    fs = tmp_path / "fs"
+    files = flash_mod.build(flash_mod.default_source(), fs, "x64")
+    main = files[0][1].read_text()
+    (fs / "main.py").write_text(main + "\nimport micropython\nmicropython.qstr_info()\n")
+    for boot in (1, 2):
+        names, reports = _interned_names_under_load(fs, boot)
+        assert reports >= 4, boot  # the load really ran: sliding windows were reported
+        assert names <= QSTR_POOL_LIMIT, (boot, names)
