@@ -3,8 +3,9 @@
 One module hides the differences between boards (USB CDC via sys.stdin/stdout or
 a machine.UART, machine.Pin, machine.WDT, machine.reset) and the MicroPython Unix
 port (a pty on stdin/stdout, outputs recorded in a file, reboot as an exit code
-the host harness tools/board_host.py acts on). Nothing here ever writes text to
-the serial stream: the stream carries frames only.
+the host harness tools/board_host.py acts on). The calls into ``machine`` for pins,
+watchdog and UART are in ``platform_board``, loaded on boards only. Nothing here
+ever writes text to the serial stream: the stream carries frames only.
 """
 
 import gc
