@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import struct
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Final, Self
 
@@ -113,20 +114,20 @@ def _uints(obj: Any, n: int, name: str, hi: int = U32) -> list[int]:
     return arr
 
 
-class Message:
+class Message(ABC):
     """Base of every message: a type code, a name and a payload codec."""
 
     TYPE: ClassVar[int]
     NAME: ClassVar[str]
 
+    @abstractmethod
     def to_payload(self) -> Any:
         """Return the payload as the deterministic encoder writes it."""
-        raise NotImplementedError
 
     @classmethod
+    @abstractmethod
     def from_payload(cls, obj: Any) -> Self:
         """Validate a decoded payload and return the message."""
-        raise NotImplementedError
 
     def to_dict(self) -> dict[str, Any]:
         """Return the fields as a JSON-friendly dict (bytes as hex), with ``kind``."""
