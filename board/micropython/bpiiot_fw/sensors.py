@@ -38,16 +38,6 @@ The signal kinds are described in ``sensors_signal``.
 
 from array import array
 
-
-def clip16(v):
-    """v clipped to the int16 range."""
-    if v > 32767:
-        return 32767
-    if v < -32768:
-        return -32768
-    return v
-
-
 # The driver of each kind, as "module Class" text: a board interns the names of the
 # driver it loads only, not of every driver it could load (interned names cost RAM).
 _DRIVERS = {

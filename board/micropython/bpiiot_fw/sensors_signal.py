@@ -28,8 +28,8 @@ import time
 
 
 def _clip16(v):
-    # The same as sensors.clip16, kept here so the factory module can be unloaded
-    # once the driver is built (a function holds its module's globals alive).
+    # Each driver module keeps its own copy so the factory module (sensors) can be
+    # unloaded once the driver is built (a function holds its module's globals alive).
     if v > 32767:
         return 32767
     if v < -32768:
