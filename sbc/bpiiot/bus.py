@@ -9,6 +9,22 @@ consumer. When a queue is full its oldest item is dropped and counted: the count
 :meth:`Bus.stats`.
 
 Data flows one way: link -> bus -> listeners. Nothing on the bus reads a port.
+
+Event kinds the service publishes (``Event.kind``, ``Event.board``, then ``data``):
+
+- ``board``: a board's state changed. ``state`` is ``connected``, ``disconnected``,
+  ``hello`` (with ``board_id``, ``firmware_version``, ``protocol_version``,
+  ``boot_counter``) or ``released``/``resumed`` (port lent out for flashing).
+- ``link_stats``: periodic counters of one link (``LinkStats.as_dict()``) and the bus's
+  per-listener drops (``bus``).
+- ``rule``: a rule moved (``rule``, ``state``: ``inactive``, ``pending``, ``firing``,
+  ``resolved``; ``value``, ``window_seq``).
+- ``incident``: an incident opened or closed (``id``, ``rule``, ``state``: ``open`` or
+  ``resolved``; ``key``, the idempotency key of its action; ``evidence_hash``).
+- ``tx``: an outbox entry moved (``key``, ``contract``, ``function``, ``state``:
+  ``queued``, ``submitted``, ``replaced``, ``confirmed``, ``failed``; ``tx_hash``,
+  ``nonce``, ``block``, ``error``).
+- ``log``: a service log line worth showing (``level``, ``text``).
 """
 
 from __future__ import annotations
