@@ -37,4 +37,7 @@ def test_wheel_ships_schema_firmware_and_contracts(tmp_path) -> None:
     # The packaged schema is the protocol's, byte for byte.
     with zipfile.ZipFile(wheel) as z:
         assert z.read("bpiiot/data/bpiiot.cddl") == (ROOT / "protocol" / "bpiiot.cddl").read_bytes()
+    # The device manager's pages and its locally served chart library (no CDN).
+    assert "bpiiot/web/templates/overview.html" in names
+    assert "bpiiot/web/static/vendor/uPlot.iife.min.js" in names
     assert "bpiiot/cli.py" in names and any(n.endswith("entry_points.txt") for n in names)

@@ -1,0 +1,133 @@
+"""Live updates: one bus listener, fanned out to each browser's bounded queue as SSE.
+
+The bus gives the app one listener thread with its own bounded queue; this module turns
+frames and events into small JSON-friendly dicts and hands them to the event loop, where
+each open event stream has an ``asyncio.Queue`` of at most ``client_maxsize`` items. A
+browser that stops reading loses its oldest items (counted in :attr:`EventHub.dropped`);
+it never slows the bus or the other browsers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from bpiiot import iso20816
+from bpiiot import messages as m
+from bpiiot.bus import Event, FrameEvent, Listener
+
+#: Service event kinds passed on to browsers (see :mod:`bpiiot.bus`).
+EVENT_KINDS = frozenset({"board", "link_stats", "rule", "incident", "tx", "log"})
+#: Fields that may never leave the SBC, whatever a publisher puts in an event.
+SECRET_FIELDS = frozenset({"key", "link_key", "private_key", "password", "keystore_password"})
+
+
+def report_dict(
+    board: str, received: float, rep: m.Report, machine_class: int | None
+) -> dict[str, Any]:
+    """A report as the pages and the API show it (features per axis, zones, flags)."""
+    klass = iso20816.CLASS_CODES[machine_class] if machine_class is not None else None
+    zones = (
+        [iso20816.ZONE_NAMES[iso20816.zone(v, klass)] for v in rep.vel_rms_um_s] if klass else None
+    )
+    return {
+        "board": board,
+        "received": received,
+        "window_seq": rep.window_seq,
+        "board_time_ms": rep.board_time_ms,
+        "acc_rms_mg": list(rep.acc_rms_mg),
+        "acc_peak_mg": list(rep.acc_peak_mg),
+        "vel_rms_um_s": list(rep.vel_rms_um_s),
+        "zones": zones,
+        "temperature_c": None if rep.temperature_cdeg_c is None else rep.temperature_cdeg_c / 100,
+        "flags": m.ReportFlag.names(rep.flags),
+        "representative": rep.representative,
+    }
+
+
+def _clean(data: dict[str, Any]) -> dict[str, Any]:
+    # "key" in an incident or tx event is the outbox idempotency key, not a secret.
+    return {k: v for k, v in data.items() if k not in SECRET_FIELDS or k == "key"}
+
+
+class EventHub(Listener):
+    """The app's bus listener and the set of open event streams."""
+
+    def __init__(self, machine_class: Callable[[str], int | None], client_maxsize: int = 256):
+        self.machine_class = machine_class
+        self.client_maxsize = client_maxsize
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.dropped = 0
+        self.last_report: dict[str, dict[str, Any]] = {}
+        """The newest report dict of each board."""
+        self._clients: set[asyncio.Queue[tuple[str, str]]] = set()
+        self._lock = threading.Lock()
+        self._hello_hooks: list[Callable[[str], None]] = []
+
+    def on_hello(self, hook: Callable[[str], None]) -> None:
+        """Call ``hook(board)`` (on the bus thread) when a board says hello (reboot, reconnect)."""
+        self._hello_hooks.append(hook)
+
+    # -- bus side (listener thread) ------------------------------------------------
+
+    def on_frame(self, item: FrameEvent) -> None:
+        msg = item.frame.message
+        if isinstance(msg, m.Report):
+            d = report_dict(item.board, item.received, msg, self.machine_class(item.board))
+            self.last_report[item.board] = d
+            self._publish("report", d)
+        elif isinstance(msg, m.Hello):
+            for hook in self._hello_hooks:
+                hook(item.board)
+            self._publish(
+                "board",
+                {
+                    "board": item.board,
+                    "state": "hello",
+                    "board_id": msg.board_id,
+                    "firmware_version": ".".join(map(str, msg.firmware_version)),
+                    "protocol_version": ".".join(map(str, msg.protocol_version)),
+                    "boot_counter": msg.boot_counter,
+                },
+            )
+
+    def on_event(self, event: Event) -> None:
+        if event.kind in EVENT_KINDS:
+            self._publish(event.kind, _clean(event.to_dict()))
+
+    def _publish(self, kind: str, data: dict[str, Any]) -> None:
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        text = json.dumps(data, separators=(",", ":"))
+        try:
+            loop.call_soon_threadsafe(self._fan_out, kind, text)
+        except RuntimeError:
+            pass  # the loop closed between the check and the call: the app is stopping
+
+    # -- loop side -----------------------------------------------------------------
+
+    def _fan_out(self, kind: str, text: str) -> None:
+        for q in tuple(self._clients):
+            if q.full():
+                q.get_nowait()
+                self.dropped += 1
+            q.put_nowait((kind, text))
+
+    def open(self) -> asyncio.Queue[tuple[str, str]]:
+        """A new stream's queue (call on the event loop)."""
+        q: asyncio.Queue[tuple[str, str]] = asyncio.Queue(self.client_maxsize)
+        self._clients.add(q)
+        return q
+
+    def close(self, q: asyncio.Queue[tuple[str, str]]) -> None:
+        """Forget a stream's queue."""
+        self._clients.discard(q)
+
+    @property
+    def streams(self) -> int:
+        """How many event streams are open."""
+        return len(self._clients)
