@@ -107,7 +107,7 @@ def browser() -> Iterator[Any]:
             b.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """The full harness: firmware, bus, rules file, outbox on anvil; login required."""
     s = start_site(tmp_path_factory.mktemp("site"))

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import shutil
+import signal
 import sqlite3
 import sys
 import threading
@@ -443,7 +444,8 @@ class _Events(Listener):
     """Logs every service event (so the tests can check that no secret reaches a log)."""
 
     def on_event(self, event: Event) -> None:
-        log.info("event %s", json.dumps(event.to_dict()))
+        if event.kind != "link_stats":
+            log.info("event %s", json.dumps(event.to_dict()))
 
 
 def default_rules() -> list[dict[str, Any]]:
@@ -452,6 +454,10 @@ def default_rules() -> list[dict[str, Any]]:
         {"name": "vibration-high", "enabled": True, "board": "mill", "metric": "vel_rms_um_s",
          "threshold": 60000, "windows": 2, "fault_code": 7},
     ]  # fmt: skip
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -476,27 +482,36 @@ def main(argv: list[str] | None = None) -> int:
     rules = state / "rules.toml"
     if not rules.exists():
         write_private(rules, _toml(default_rules()))
-    service = HarnessService(state, sine_signal(args.amp), chain=not args.no_chain)
-    service.bus.subscribe(_Events(), name="event-log")
-    auth = (
-        Auth.with_password_file(
-            args.password_file, login_window_s=args.login_window, session_ttl_s=args.session_ttl
-        )
-        if args.password_file
-        else Auth.local()
-    )
-    server = uvicorn.Server(config(service, port=args.port, auth=auth))  # type: ignore[arg-type]
-
-    def ready() -> None:
-        while not server.started:
-            time.sleep(0.02)
-        print(f"READY http://127.0.0.1:{args.port}", flush=True)
-
-    threading.Thread(target=ready, daemon=True).start()
+    # uvicorn re-raises SIGTERM once it has shut down; turn that into a normal exit so the
+    # firmware and anvil below are stopped (they would outlive a killed process).
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    service: HarnessService | None = None
     try:
+        service = HarnessService(state, sine_signal(args.amp), chain=not args.no_chain)
+        service.bus.subscribe(_Events(), name="event-log")
+        auth = (
+            Auth.with_password_file(
+                args.password_file,
+                login_window_s=args.login_window,
+                session_ttl_s=args.session_ttl,
+            )
+            if args.password_file
+            else Auth.local()
+        )
+        server = uvicorn.Server(config(service, port=args.port, auth=auth))  # type: ignore[arg-type]
+
+        def ready() -> None:
+            while not server.started:
+                time.sleep(0.02)
+            print(f"READY http://127.0.0.1:{args.port}", flush=True)
+
+        threading.Thread(target=ready, daemon=True).start()
         server.run()
+    except SystemExit:
+        pass
     finally:
-        service.close()
+        if service is not None:
+            service.close()
     return 0
 
 

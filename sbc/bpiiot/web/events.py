@@ -48,8 +48,11 @@ def report_dict(
     }
 
 
-def _clean(data: dict[str, Any]) -> dict[str, Any]:
-    # "key" in an incident or tx event is the outbox idempotency key, not a secret.
+def public_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without the fields that could hold a secret.
+
+    ``key`` in an incident or tx event is the outbox idempotency key, not a secret.
+    """
     return {k: v for k, v in data.items() if k not in SECRET_FIELDS or k == "key"}
 
 
@@ -96,7 +99,7 @@ class EventHub(Listener):
 
     def on_event(self, event: Event) -> None:
         if event.kind in EVENT_KINDS:
-            self._publish(event.kind, _clean(event.to_dict()))
+            self._publish(event.kind, public_fields(event.to_dict()))
 
     def _publish(self, kind: str, data: dict[str, Any]) -> None:
         loop = self.loop

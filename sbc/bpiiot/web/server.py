@@ -8,6 +8,7 @@ other address it refuses to start until ``bpiiot web passwd`` has set a password
 from __future__ import annotations
 
 import ipaddress
+import signal
 from pathlib import Path
 
 import uvicorn
@@ -66,6 +67,21 @@ def config(
     )
 
 
+def _exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def serve(service: Service, **kw: object) -> None:
-    """Run the device manager until SIGINT/SIGTERM (arguments as :func:`config`)."""
-    uvicorn.Server(config(service, **kw)).run()  # type: ignore[arg-type]
+    """Run the device manager until SIGINT/SIGTERM (arguments as :func:`config`).
+
+    uvicorn shuts down gracefully on SIGTERM, then raises the signal again; with no handler
+    of the caller's in place, that becomes ``SystemExit`` here, so the caller's ``finally``
+    blocks (closing the boards, the outbox) still run.
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _exit)
+    try:
+        uvicorn.Server(config(service, **kw)).run()  # type: ignore[arg-type]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
