@@ -110,7 +110,8 @@ def browser() -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """The full harness: firmware, bus, rules file, outbox on anvil; login required."""
-    s = start_site(tmp_path_factory.mktemp("site"))
+    # A quarter hour of stored history (with flagged windows) before the live reports.
+    s = start_site(tmp_path_factory.mktemp("site"), "--prefill-days", "0.01")
     try:
         yield s
     finally:

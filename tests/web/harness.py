@@ -392,7 +392,14 @@ class Chain:
 class HarnessService:
     """The test harness's Service: real bus, boards, outbox and config file; minimal rest."""
 
-    def __init__(self, state: Path, signal_cfg: dict[str, Any], *, chain: bool) -> None:
+    def __init__(
+        self,
+        state: Path,
+        signal_cfg: dict[str, Any],
+        *,
+        chain: bool,
+        boards: Sequence[str] = ("mill",),
+    ) -> None:
         from bpiiot.chain.nonces import open_db
         from bpiiot.chain.outbox import Outbox
 
@@ -405,10 +412,10 @@ class HarnessService:
         self.rules = RuleBook(state / "rules.toml", self)
         self.bus.subscribe(self.rules, name="rules")
         self.chain = Chain(state, self.outbox, self.bus) if chain else None
-        b = start_board(state, "mill", signal_cfg)
-        self.boards["mill"] = b
-        self.bus.attach("mill", b.link)
-        b.link.on_connect(lambda: self.bus.publish_event("board", {"state": "connected"}, "mill"))
+        for name in boards:
+            b = start_board(state, name, signal_cfg)
+            self.boards[name] = b
+            self.bus.attach(name, b.link)
         self._stats_stop = threading.Event()
         threading.Thread(target=self._stats, daemon=True).start()
 
@@ -448,6 +455,23 @@ class _Events(Listener):
             log.info("event %s", json.dumps(event.to_dict()))
 
 
+def prefill(store: Store, boards: Sequence[str], days: float) -> None:
+    """Store ``days`` of one-per-second reports per board, ending now (for the bench)."""
+    now = time.time()
+    n = int(days * 86400)
+    for board in boards:
+        batch: list[tuple[str, float, Report]] = []
+        for i in range(n):
+            v = 600 + (i * 37) % 900
+            flags = m.ReportFlag.SETTLING if i % 500 == 250 else 0
+            rep = Report(i, i * 1000, 3200, (35, 3, 1000), (50, 5, 1000), (v, 40, 0), 3500, flags)
+            batch.append((board, now - n + i, rep))
+            if len(batch) == 50000:
+                store.add_many(batch)
+                batch = []
+        store.add_many(batch)
+
+
 def default_rules() -> list[dict[str, Any]]:
     """One rule, set far too high to fire until a test edits it."""
     return [
@@ -469,6 +493,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--session-ttl", type=float, default=12 * 3600.0)
     ap.add_argument("--amp", type=int, default=50, help="sine amplitude on x, mg")
     ap.add_argument("--no-chain", action="store_true")
+    ap.add_argument("--boards", default="mill", help="comma-separated board names")
+    ap.add_argument(
+        "--prefill-days", type=float, default=0.0, help="store this many days of 1 Hz reports first"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -487,7 +515,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     service: HarnessService | None = None
     try:
-        service = HarnessService(state, sine_signal(args.amp), chain=not args.no_chain)
+        names = args.boards.split(",")
+        if args.prefill_days:
+            prefill(Store(state / "reports.sqlite"), names, args.prefill_days)
+        service = HarnessService(
+            state, sine_signal(args.amp), chain=not args.no_chain, boards=names
+        )
         service.bus.subscribe(_Events(), name="event-log")
         auth = (
             Auth.with_password_file(

@@ -4,8 +4,9 @@ real bus, real rules file, real outbox on anvil), with a login required."""
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
+
+from playwright.sync_api import expect
 
 from tests.web.conftest import Site, login, set_signal, shot
 
@@ -43,6 +44,13 @@ def test_overview_follows_the_virtual_boards_signal_live(page: Any, site: Site) 
     assert x_zone.inner_text() == "A"
     assert float(sec.locator('tr[data-axis="0"] [data-f="vel_rms"]').inner_text()) < 1.4
     assert page.locator("#plot-mill .uplot canvas").count() == 1
+    # The stored history holds flagged (settling) windows: plotted as their own series.
+    flagged = page.evaluate(
+        "JSON.parse(document.getElementById('overview-data').textContent)"
+        ".boards.mill.series.flagged.filter(v => v !== null).length"
+    )
+    assert flagged >= 1
+    assert "flagged window" in page.locator("#plot-mill .u-legend").inner_text()
     # The board's signal grows eightfold (config file + reboot): about 5.5 mm/s, zone D.
     set_signal(site, 400)
     page.wait_for_function(
@@ -66,7 +74,10 @@ def test_a_rule_edit_persists_takes_effect_and_its_transaction_is_mined(
     cfg = (site.board_fs / "bpiiot.json").read_text()
     if "[80, 400]" not in cfg:
         set_signal(site, 400)
-    login(page, site, "/rules")
+    login(page, site, "/")
+    overview = page.context.new_page()
+    overview.goto(site.url + "/")
+    page.goto(site.url + "/rules")
     rules_file = site.state / "rules.toml"
     before = rules_file.read_text()
     # Bad input: told next to the field, nothing written.
@@ -85,18 +96,11 @@ def test_a_rule_edit_persists_takes_effect_and_its_transaction_is_mined(
     assert page.locator(".message").inner_text() == "rules saved and applied"
     assert "threshold = 3000" in rules_file.read_text()
     assert oct(rules_file.stat().st_mode & 0o777) == "0o600"
-    # The rule fires on the next windows; its transaction is queued, sent and mined.
+    # The rule fires on the next windows; its transaction is queued, sent and mined: the
+    # incidents page follows by itself (it reloads on incident and tx events).
     page.goto(site.url + "/incidents")
-    deadline = time.monotonic() + 90
-    while True:
-        row = page.locator("#incidents tr[data-incident]").first
-        if row.count() and row.locator(".txstate").count():
-            if row.locator(".txstate").inner_text() == "confirmed":
-                break
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no mined transaction: {page.content()[-3000:]}")
-        time.sleep(1)
-        page.reload()
+    row = page.locator("#incidents tr[data-incident]").first
+    expect(row.locator(".txstate")).to_have_text("confirmed", timeout=90000)
     assert row.locator("td").nth(1).inner_text() == "vibration-high"
     assert row.locator('[data-f="evidence"] .ok').inner_text() == "matches"
     assert "MachineService.requestService in block" in row.locator('[data-f="tx"]').inner_text()
@@ -104,6 +108,11 @@ def test_a_rule_edit_persists_takes_effect_and_its_transaction_is_mined(
     assert re.search(r"0x[0-9a-fA-F]{40}", chain)
     assert "confirmed: 1" in chain
     shot(page, "incidents")
+    # The overview, open all along, listed the rule, the incident and the transaction live.
+    events = overview.locator("#events")
+    expect(events).to_contain_text("rule vibration-high firing")
+    expect(events).to_contain_text("incident #1 of rule vibration-high: open")
+    expect(events).to_contain_text("transaction MachineService.requestService: confirmed")
     page.goto(site.url + "/links")
     assert int(page.locator('#links tr[data-board="mill"] [data-f="frames_ok"]').inner_text()) > 0
     shot(page, "links")

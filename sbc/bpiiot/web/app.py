@@ -35,7 +35,7 @@ from bpiiot.board import CommandError, CommandNacked
 from bpiiot.errors import BpiiotError
 from bpiiot.web import forms
 from bpiiot.web.auth import Auth, Session
-from bpiiot.web.events import EventHub, report_dict
+from bpiiot.web.events import EventHub, downsample, plot_point, report_dict
 from bpiiot.web.guard import Guard
 from bpiiot.web.service_api import EditConflict, RuleValidationError, Service
 
@@ -55,7 +55,7 @@ class WebState:
         self.auth = auth
         self.history_s = history_s
         self.configs: dict[str, m.Config] = {}
-        self.hub = EventHub(self.machine_class)
+        self.hub = EventHub(self.machine_class, history_s=history_s)
         self.hub.on_hello(self._refresh_config)
 
     def _refresh_config(self, board: str) -> None:
@@ -74,6 +74,11 @@ class WebState:
         """The board's machine class code from the cached config (None if unknown yet)."""
         conf = self.configs.get(board)
         return conf.machine_class if conf is not None else None
+
+    def backfill(self, board: str) -> None:
+        """Load the stored last ``history_s`` of ``board`` into the plot points."""
+        stored = self.service.store.reports_since(board, time.time() - self.history_s)
+        self.hub.backfill(board, [plot_point(t, r) for t, r in stored])
 
     def config(self, board: str) -> m.Config | None:
         """The board's config, asked once and cached until it says hello again (blocking)."""
@@ -147,21 +152,16 @@ def history(st: WebState, name: str, since: float) -> list[dict[str, Any]]:
     ]
 
 
-def plot_series(st: WebState, name: str, since: float) -> dict[str, list[Any]]:
+def plot_series(st: WebState, name: str, max_points: int = 1200) -> dict[str, list[Any]]:
     """Columns for uPlot: time, velocity RMS x/y/z in mm/s, and the flagged windows."""
-    t: list[float] = []
-    vx: list[float] = []
-    vy: list[float] = []
-    vz: list[float] = []
-    flagged: list[float | None] = []
-    for received, rep in st.service.store.reports_since(name, since):
-        t.append(round(received, 3))
-        v = rep.vel_rms_um_s
-        vx.append(v[0] / 1000)
-        vy.append(v[1] / 1000)
-        vz.append(v[2] / 1000)
-        flagged.append(None if rep.flags == 0 else max(v) / 1000)
-    return {"t": t, "x": vx, "y": vy, "z": vz, "flagged": flagged}
+    pts = downsample(st.hub.points(name), max_points)
+    return {
+        "t": [round(p[0], 3) for p in pts],
+        "x": [p[1] for p in pts],
+        "y": [p[2] for p in pts],
+        "z": [p[3] for p in pts],
+        "flagged": [p[4] for p in pts],
+    }
 
 
 def link_rows(st: WebState) -> list[dict[str, Any]]:
@@ -259,9 +259,11 @@ def create_app(service: Service, *, auth: Auth | None = None, history_s: float =
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         st.hub.loop = asyncio.get_running_loop()
         service.bus.subscribe(st.hub, maxsize=1000, name="web")
-        # Learn the machine classes now so the first page shows zones.
+        # Learn the machine classes now so the first page shows zones, and fill the plots
+        # with the stored last hour (before the first live report; the bus keeps order).
         for name in list(service.boards):
             await run_in_threadpool(st.config, name)
+            await run_in_threadpool(st.backfill, name)
         try:
             yield
         finally:
@@ -338,12 +340,11 @@ def create_app(service: Service, *, auth: Auth | None = None, history_s: float =
     # -- overview and events -----------------------------------------------------
 
     def overview_data() -> dict[str, Any]:
-        since = time.time() - st.history_s
         return {
             "boards": {
                 name: {
                     "summary": board_summary(st, name),
-                    "series": plot_series(st, name, since),
+                    "series": plot_series(st, name),
                 }
                 for name in service.boards
             },
@@ -351,8 +352,12 @@ def create_app(service: Service, *, auth: Auth | None = None, history_s: float =
         }
 
     async def overview(request: Request) -> Response:
+        t0 = time.perf_counter()
         data = await run_in_threadpool(overview_data)
-        return page(request, "overview.html", {"data": data})
+        resp = page(request, "overview.html", {"data": data})
+        # Server time of the page (data + rendering), for the browser's devtools and the bench.
+        resp.headers["server-timing"] = f"app;dur={(time.perf_counter() - t0) * 1000:.1f}"
+        return resp
 
     async def events(request: Request) -> Response:
         q = st.hub.open()

@@ -10,6 +10,7 @@ it never slows the bus or the other browsers.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import threading
 from collections.abc import Callable
@@ -56,12 +57,62 @@ def public_fields(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k not in SECRET_FIELDS or k == "key"}
 
 
-class EventHub(Listener):
-    """The app's bus listener and the set of open event streams."""
+#: One plot point: (time received, velocity RMS x, y, z in mm/s, max velocity if flagged).
+Point = tuple[float, float, float, float, float | None]
 
-    def __init__(self, machine_class: Callable[[str], int | None], client_maxsize: int = 256):
+
+def plot_point(received: float, rep: m.Report) -> Point:
+    """A report as one point of the overview's velocity plot."""
+    v = rep.vel_rms_um_s
+    return (
+        received,
+        v[0] / 1000,
+        v[1] / 1000,
+        v[2] / 1000,
+        None if rep.flags == 0 else max(v) / 1000,
+    )
+
+
+def downsample(points: list[Point], max_points: int) -> list[Point]:
+    """At most ``max_points`` points: per bucket the highest value of each axis (peaks are
+    what matter on a vibration plot) and the highest flagged value, at the bucket's last time."""
+    n = len(points)
+    if n <= max_points:
+        return points
+    out: list[Point] = []
+    for b in range(max_points):
+        chunk = points[b * n // max_points : (b + 1) * n // max_points]
+        flagged = [p[4] for p in chunk if p[4] is not None]
+        out.append(
+            (
+                chunk[-1][0],
+                max(p[1] for p in chunk),
+                max(p[2] for p in chunk),
+                max(p[3] for p in chunk),
+                max(flagged) if flagged else None,
+            )
+        )
+    return out
+
+
+class EventHub(Listener):
+    """The app's bus listener, the last hour of plot points per board, the open event streams.
+
+    The overview is drawn from these points (filled once from the store at start, then by
+    the bus), so a page load never decodes stored reports.
+    """
+
+    def __init__(
+        self,
+        machine_class: Callable[[str], int | None],
+        client_maxsize: int = 256,
+        history_s: float = 3600.0,
+    ):
         self.machine_class = machine_class
         self.client_maxsize = client_maxsize
+        self.history_s = history_s
+        self._points: dict[str, collections.deque[Point]] = {}
+        self._points_lock = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.dropped = 0
         self.last_report: dict[str, dict[str, Any]] = {}
@@ -69,6 +120,28 @@ class EventHub(Listener):
         self._clients: set[asyncio.Queue[tuple[str, str]]] = set()
         self._lock = threading.Lock()
         self._hello_hooks: list[Callable[[str], None]] = []
+
+    def add_points(self, board: str, points: list[Point]) -> None:
+        """Append plot points of ``board`` (oldest first) and forget those past the history."""
+        with self._points_lock:
+            q = self._points.setdefault(board, collections.deque())
+            q.extend(points)
+            if q:
+                cut = q[-1][0] - self.history_s
+                while q and q[0][0] < cut:
+                    q.popleft()
+
+    def backfill(self, board: str, points: list[Point]) -> None:
+        """Put stored points (oldest first) before the live ones already received."""
+        with self._points_lock:
+            q = self._points.setdefault(board, collections.deque())
+            first_live = q[0][0] if q else float("inf")
+            q.extendleft(reversed([p for p in points if p[0] < first_live]))
+
+    def points(self, board: str) -> list[Point]:
+        """A copy of the board's plot points of the last ``history_s``, oldest first."""
+        with self._points_lock:
+            return list(self._points.get(board, ()))
 
     def on_hello(self, hook: Callable[[str], None]) -> None:
         """Call ``hook(board)`` (on the bus thread) when a board says hello (reboot, reconnect)."""
@@ -81,6 +154,7 @@ class EventHub(Listener):
         if isinstance(msg, m.Report):
             d = report_dict(item.board, item.received, msg, self.machine_class(item.board))
             self.last_report[item.board] = d
+            self.add_points(item.board, [plot_point(item.received, msg)])
             self._publish("report", d)
         elif isinstance(msg, m.Hello):
             for hook in self._hello_hooks:

@@ -99,6 +99,26 @@
     if (e.reboots !== undefined) setText(el(e.board, "reboots_seen"), e.reboots);
   }
 
+  const eventList = document.getElementById("events");
+  function describe(kind, e) {
+    if (kind === "rule") return `rule ${e.rule} ${e.state} (value ${e.value}, window ${e.window_seq})`;
+    if (kind === "incident") return `incident #${e.id} of rule ${e.rule}: ${e.state}`;
+    if (kind === "tx") return `transaction ${e.contract}.${e.function}: ${e.state}` + (e.block ? ` in block ${e.block}` : "");
+    if (kind === "log") return `${e.level}: ${e.text}`;
+    return kind;
+  }
+  function onServiceEvent(kind, e) {
+    if (!eventList) return;
+    const hint = eventList.querySelector(".hint");
+    if (hint) hint.remove();
+    const li = document.createElement("li");
+    li.dataset.kind = kind;
+    const when = new Date(e.time * 1000).toLocaleTimeString();
+    li.textContent = `${when} ${e.board ? e.board + ": " : ""}${describe(kind, e)}`;
+    eventList.prepend(li);
+    while (eventList.children.length > 20) eventList.lastChild.remove();
+  }
+
   const live = document.getElementById("live");
   const es = new EventSource("/events");
   es.onopen = () => { live.textContent = "live"; live.className = "live on"; };
@@ -106,5 +126,8 @@
   es.addEventListener("report", (ev) => onReport(JSON.parse(ev.data)));
   es.addEventListener("board", (ev) => onBoard(JSON.parse(ev.data)));
   es.addEventListener("link_stats", (ev) => onLinkStats(JSON.parse(ev.data)));
+  for (const kind of ["rule", "incident", "tx", "log"]) {
+    es.addEventListener(kind, (ev) => onServiceEvent(kind, JSON.parse(ev.data)));
+  }
   window.addEventListener("beforeunload", () => es.close());
 })();
