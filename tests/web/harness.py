@@ -251,6 +251,23 @@ class RuleBook(Listener):
             self._run = {}
             return self._version
 
+    def preview(self, rule: dict[str, Any], since: float) -> list[dict[str, Any]]:
+        """Replay ``rule`` over the stored reports of its board (the same counting as live)."""
+        (rule,) = validate([rule], list(self.service.boards))
+        fired: list[dict[str, Any]] = []
+        run = 0
+        for t, rep in self.service.store.reports_since(rule["board"], since):
+            if not rep.representative:
+                continue
+            value = max(getattr(rep, rule["metric"]))
+            if value < rule["threshold"]:
+                run = 0
+                continue
+            run += 1
+            if run == rule["windows"]:
+                fired.append({"time": t, "window_seq": rep.window_seq, "value": value})
+        return fired
+
     def on_frame(self, item: FrameEvent) -> None:
         rep = item.frame.message
         if not isinstance(rep, Report) or not rep.representative:

@@ -82,17 +82,17 @@ def test_a_rule_edit_persists_takes_effect_and_its_transaction_is_mined(
     before = rules_file.read_text()
     # Bad input: told next to the field, nothing written.
     page.fill("#r0\\.threshold", "three thousand")
-    page.click("#rules-form button[type=submit]:not([name])")
+    page.click("#rules-form button[type=submit]:not([name]):not(.default-submit)")
     assert page.locator("#r0\\.threshold-error").inner_text() == "a whole number"
     assert rules_file.read_text() == before
     # Refused by the rule book's own validation (an unknown board): also next to the field.
     page.fill("#r0\\.threshold", "3000")
     page.fill("#r0\\.board", "lathe")
-    page.click("#rules-form button[type=submit]:not([name])")
+    page.click("#rules-form button[type=submit]:not([name]):not(.default-submit)")
     assert "no board named 'lathe'" in page.locator("#r0\\.board-error").inner_text()
     assert rules_file.read_text() == before
     page.fill("#r0\\.board", "mill")
-    page.click("#rules-form button[type=submit]:not([name])")
+    page.press("#r0\\.board", "Enter")  # Enter saves (it must not toggle the rule)
     assert page.locator(".message").inner_text() == "rules saved and applied"
     assert "threshold = 3000" in rules_file.read_text()
     assert oct(rules_file.stat().st_mode & 0o777) == "0o600"
@@ -126,10 +126,10 @@ def test_a_rule_edit_that_races_another_is_refused(browser: Any, site: Site) -> 
         b = ctx.new_page()
         b.goto(site.url + "/rules")
         a.fill("#r0\\.windows", "4")
-        a.click("#rules-form button[type=submit]:not([name])")
+        a.click("#rules-form button[type=submit]:not([name]):not(.default-submit)")
         assert a.locator(".message").inner_text() == "rules saved and applied"
         b.fill("#r0\\.windows", "9")
-        b.click("#rules-form button[type=submit]:not([name])")
+        b.click("#rules-form button[type=submit]:not([name]):not(.default-submit)")
         assert "changed by someone else" in b.locator(".problem").inner_text()
         text = (site.state / "rules.toml").read_text()
         assert "windows = 4" in text and "windows = 9" not in text
@@ -195,3 +195,26 @@ def test_a_form_from_an_older_page_is_refused_not_merged(browser: Any, site: Sit
         assert (conf["hop_ms"], conf["window_ms"]) == (250, 1000)
     finally:
         ctx.close()
+
+
+def test_a_rule_preview_replays_stored_history_and_saves_nothing(page: Any, site: Site) -> None:
+    login(page, site, "/rules")
+    before = (site.state / "rules.toml").read_text()
+    page.fill("#r0\\.threshold", "1400")
+    page.fill("#r0\\.windows", "1")
+    page.click('section[data-rule="0"] button[name=preview]')
+    assert page.locator(".message").inner_text() == "preview only: nothing was saved"
+    text = page.locator('section[data-rule="0"] [data-f="preview"]').inner_text()
+    fired = re.search(r"would have fired (\d+) times", text)
+    assert fired is not None and int(fired.group(1)) >= 2, text
+    # The edited values stay in the form; the file is untouched.
+    assert page.locator("#r0\\.threshold").input_value() == "1400"
+    assert (site.state / "rules.toml").read_text() == before
+    page.fill("#r0\\.threshold", "65535")
+    page.click('section[data-rule="0"] button[name=preview]')
+    assert "would not have fired" in page.locator('[data-f="preview"]').inner_text()
+    page.fill("#r0\\.windows", "0")
+    page.click('section[data-rule="0"] button[name=preview]')
+    assert page.locator("#r0\\.windows-error").inner_text() == "from 1 to 3600 windows"
+    assert (site.state / "rules.toml").read_text() == before
+    shot(page, "rules-preview")

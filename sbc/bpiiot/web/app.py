@@ -37,7 +37,12 @@ from bpiiot.web import forms
 from bpiiot.web.auth import Auth, Session
 from bpiiot.web.events import EventHub, downsample, plot_point, report_dict
 from bpiiot.web.guard import Guard
-from bpiiot.web.service_api import EditConflict, RuleValidationError, Service
+from bpiiot.web.service_api import (
+    EditConflict,
+    PreviewingRuleBook,
+    RuleValidationError,
+    Service,
+)
 
 log = logging.getLogger("bpiiot.web")
 
@@ -504,13 +509,46 @@ def create_app(service: Service, *, auth: Auth | None = None, history_s: float =
 
     # -- rules ---------------------------------------------------------------------
 
+    can_preview = isinstance(service.rules, PreviewingRuleBook)
+
     async def rules_page(request: Request) -> Response:
         rules, version, states = await run_in_threadpool(rules_view, st)
         return page(
             request,
             "rules.html",
             {"rules": forms.rule_fields(rules), "version": version, "states": states,
-             "errors": {}, "message": None, "problem": None},
+             "errors": {}, "message": None, "problem": None, "can_preview": can_preview,
+             "previews": {}, "history_min": round(st.history_s / 60)},
+        )  # fmt: skip
+
+    async def rules_preview(request: Request) -> Response:
+        form = {k: str(v) for k, v in (await request.form()).items()}
+        rules, version, states = await run_in_threadpool(rules_view, st)
+        edited, errors = forms.parse_rules(rules, form)
+        previews: dict[int, list[dict[str, Any]]] = {}
+        status, problem = 200, None
+        try:
+            i = int(form.get("preview", ""))
+            rule = edited[i]
+        except (ValueError, IndexError):
+            return Response("no such rule to preview", 400, media_type="text/plain")
+        rulebook = service.rules
+        if not errors and isinstance(rulebook, PreviewingRuleBook):
+            since = time.time() - st.history_s
+            try:
+                previews[i] = await run_in_threadpool(rulebook.preview, rule, since)
+            except RuleValidationError as exc:
+                errors = {f"{i}.{k.split('.', 1)[1]}": v for k, v in exc.errors.items()}
+        if errors:
+            status, problem = 400, "cannot preview: fix the fields marked below"
+        return page(
+            request,
+            "rules.html",
+            {"rules": forms.rule_fields(rules, form), "version": form.get("version", version),
+             "states": states, "errors": errors, "problem": problem, "can_preview": can_preview,
+             "message": None if errors else "preview only: nothing was saved",
+             "previews": previews, "history_min": round(st.history_s / 60)},
+            status,
         )  # fmt: skip
 
     async def rules_submit(request: Request) -> Response:
@@ -540,7 +578,9 @@ def create_app(service: Service, *, auth: Auth | None = None, history_s: float =
             request,
             "rules.html",
             {"rules": shown, "version": version2 if status != 400 else version,
-             "states": states, "errors": errors, "message": message, "problem": problem},
+             "states": states, "errors": errors, "message": message, "problem": problem,
+             "can_preview": can_preview, "previews": {},
+             "history_min": round(st.history_s / 60)},
             status,
         )  # fmt: skip
 
@@ -628,6 +668,7 @@ def create_app(service: Service, *, auth: Auth | None = None, history_s: float =
         Route("/links", links),
         Route("/rules", rules_page, methods=["GET"]),
         Route("/rules", rules_submit, methods=["POST"]),
+        Route("/rules/preview", rules_preview, methods=["POST"]),
         Route("/incidents", incidents),
         Route("/boards/{name}", board_page, methods=["GET"]),
         Route("/boards/{name}/{action}", board_action, methods=["POST"]),

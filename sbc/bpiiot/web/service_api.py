@@ -9,7 +9,7 @@ these members works: the real ``bpiiot.service.Service``, or the test harness.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from bpiiot.board import Board
 from bpiiot.bus import Bus
@@ -81,6 +81,18 @@ class RuleBook(Protocol):
 
         Raises :class:`RuleValidationError` (nothing is changed) or :class:`EditConflict`
         when the rules are no longer at ``expected_version``.
+        """
+
+
+@runtime_checkable
+class PreviewingRuleBook(RuleBook, Protocol):
+    """A rule book that can also replay one rule over stored history (optional)."""
+
+    def preview(self, rule: dict[str, Any], since: float) -> list[dict[str, Any]]:
+        """When ``rule`` (not saved) would have fired on the reports stored since ``since``.
+
+        Returns ``{"time", "window_seq", "value"}`` per firing, oldest first; raises
+        :class:`RuleValidationError` (keys ``"0.<field>"``) for an invalid rule.
         """
 
 
