@@ -67,14 +67,17 @@ class Site:
         return self.proc.returncode
 
 
-def start_site(state: Path, *args: str, password: bool = True) -> Site:
-    """Start tests/web/harness.py and wait for its READY line."""
+def start_site(state: Path, *args: str, password: bool = True, kdf_n: int = 2**15) -> Site:
+    """Start tests/web/harness.py and wait for its READY line.
+
+    ``kdf_n``: scrypt cost of the password file (lower only where a test times logins).
+    """
     state.mkdir(parents=True, exist_ok=True)
     port = free_port()
     argv = [sys.executable, "-m", "tests.web.harness", "--state", str(state), "--port", str(port)]
     if password:
         pw = state / "web-password.json"
-        set_password(pw, PASSWORD)
+        set_password(pw, PASSWORD, n=kdf_n)
         argv += ["--password-file", str(pw)]
     log_path = state / "server.log"
     out = open(log_path, "wb")

@@ -17,14 +17,18 @@ from tests.web.conftest import PASSWORD, Site, login, shot, start_site
 
 @pytest.fixture(scope="module")
 def short_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    """Login required, sessions of 3 s, failed logins counted over 3 s; no chain."""
+    """Login required, sessions of 3 s, failed logins counted over 5 s; no chain.
+
+    A cheap scrypt cost keeps five failed logins well inside the window on a busy machine.
+    """
     s = start_site(
         tmp_path_factory.mktemp("short"),
         "--no-chain",
         "--session-ttl",
         "3",
         "--login-window",
-        "3",
+        "5",
+        kdf_n=2**10,
     )
     try:
         yield s
@@ -52,6 +56,12 @@ def test_the_api_and_the_event_stream_refuse_a_client_without_login(site: Site) 
         assert c.post("/api/boards/mill/reboot", json={}).status_code == 401
         r = c.get("/rules")
         assert r.status_code == 303 and r.headers["location"] == "/login?next=%2Frules"
+        # Every answer forbids framing and foreign scripts.
+        for path in ("/login", "/api/status", "/static/app.css"):
+            h = c.get(path).headers
+            assert "frame-ancestors 'none'" in h["content-security-policy"], path
+            assert "script-src" not in h["content-security-policy"]  # default-src 'self'
+            assert h["x-frame-options"] == "DENY" and h["x-content-type-options"] == "nosniff"
         assert c.post("/api/login", json={"password": "guess"}).status_code == 401
 
 
@@ -170,6 +180,8 @@ def test_failed_logins_are_rate_limited_per_window(short_site: Site) -> None:
             assert c.post("/api/login", json={"password": "nope"}).status_code == 401
         r = c.post("/api/login", json={"password": PASSWORD})
         assert r.status_code == 429 and "too many failed logins" in r.json()["error"]
+        wait = float(r.headers["retry-after"])
+        assert 0 < wait <= 5
         # The login form is refused too, with the reason next to the field.
         form = c.get("/login").text
         token = re.search(r'name="csrf_token" value="([^"]+)"', form)
@@ -177,7 +189,8 @@ def test_failed_logins_are_rate_limited_per_window(short_site: Site) -> None:
         r = c.post("/login", data={"password": PASSWORD, "csrf_token": token.group(1)})
         assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
         assert "too many failed logins" in r.text
-        time.sleep(3.5)
+        # Once the oldest failure leaves the window, the right password works again.
+        time.sleep(wait + 0.2)
         r = c.post("/api/login", json={"password": PASSWORD})
         assert r.status_code == 200
 

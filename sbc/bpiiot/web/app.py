@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -35,7 +36,7 @@ from bpiiot.board import CommandError, CommandNacked
 from bpiiot.errors import BpiiotError
 from bpiiot.web import forms
 from bpiiot.web.auth import Auth, Session
-from bpiiot.web.events import EventHub, downsample, plot_point, report_dict
+from bpiiot.web.events import EventHub, downsample, plot_point, public_fields, report_dict
 from bpiiot.web.guard import Guard
 from bpiiot.web.service_api import (
     EditConflict,
@@ -188,7 +189,8 @@ def link_rows(st: WebState) -> list[dict[str, Any]]:
 
 def chain_view(st: WebState) -> dict[str, Any]:
     """The chain part of the service status, plus the outbox counts."""
-    chain = dict(st.service.status().get("chain") or {})
+    # Defensive: whatever the service puts there, no field named like a secret leaves.
+    chain = public_fields(dict(st.service.status().get("chain") or {}))
     bal = chain.get("balance_wei")
     chain["balance_eth"] = None if bal is None else int(bal) / 10**18
     chain["outbox"] = st.service.outbox.counts()
@@ -286,7 +288,8 @@ def create_app(service: Service, *, auth: Auth | None = None, history_s: float =
         client = request.client.host if request.client else "?"
         wait = auth.limiter.retry_after(client)
         if wait > 0:
-            return 429, f"too many failed logins: try again in {wait:.0f} s", None
+            request.state.retry_after = wait
+            return 429, f"too many failed logins: try again in {math.ceil(wait)} s", None
         ok = bool(password) and await run_in_threadpool(auth.check_password, password)
         if not ok:
             auth.limiter.hit(client)
@@ -314,7 +317,7 @@ def create_app(service: Service, *, auth: Auth | None = None, history_s: float =
         if s is None:
             resp = page(request, "login.html", {"error": error, "next": nxt}, status)
             if status == 429:
-                resp.headers["retry-after"] = str(int(auth.login_window_s))
+                resp.headers["retry-after"] = str(math.ceil(request.state.retry_after))
             return resp
         resp = RedirectResponse(nxt, 303)
         _set_cookie(resp, request, s)
@@ -331,7 +334,10 @@ def create_app(service: Service, *, auth: Auth | None = None, history_s: float =
             return JSONResponse({"csrf_token": s.csrf})
         status, error, s2 = await _try_login(request, password)
         if s2 is None:
-            return JSONResponse({"error": error}, status)
+            headers = {}
+            if status == 429:
+                headers["retry-after"] = str(math.ceil(request.state.retry_after))
+            return JSONResponse({"error": error}, status, headers=headers)
         resp = JSONResponse({"csrf_token": s2.csrf})
         _set_cookie(resp, request, s2)
         return resp
