@@ -98,7 +98,11 @@ def start_board(state: Path, name: str, signal_cfg: dict[str, Any]) -> HarnessBo
     (fs / "bpiiot.json").write_text(json.dumps(cfg))
     host = BoardHost(fs, log_path=state / f"{name}-firmware.log")
     port = host.start()
-    board = bpiiot.connect(port, timeout_s=5.0)
+    try:
+        board = bpiiot.connect(port, timeout_s=5.0)
+    except BaseException:
+        host.stop()
+        raise
     return HarnessBoard(board, host)
 
 
@@ -429,10 +433,14 @@ class HarnessService:
         self.rules = RuleBook(state / "rules.toml", self)
         self.bus.subscribe(self.rules, name="rules")
         self.chain = Chain(state, self.outbox, self.bus) if chain else None
-        for name in boards:
-            b = start_board(state, name, signal_cfg)
-            self.boards[name] = b
-            self.bus.attach(name, b.link)
+        try:
+            for name in boards:
+                b = start_board(state, name, signal_cfg)
+                self.boards[name] = b
+                self.bus.attach(name, b.link)
+        except BaseException:
+            self.close()  # nothing started here may outlive a failed start
+            raise
         self._stats_stop = threading.Event()
         threading.Thread(target=self._stats, daemon=True).start()
 
@@ -455,6 +463,7 @@ class HarnessService:
         log.info("link key of %s saved to %s", board, self.state / f"{board}.key")
 
     def close(self) -> None:
+        self._stats_stop = getattr(self, "_stats_stop", threading.Event())
         self._stats_stop.set()
         self.bus.close(2.0)
         for b in self.boards.values():

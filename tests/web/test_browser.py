@@ -110,9 +110,11 @@ def test_a_rule_edit_persists_takes_effect_and_its_transaction_is_mined(
     shot(page, "incidents")
     # The overview, open all along, listed the rule, the incident and the transaction live.
     events = overview.locator("#events")
-    expect(events).to_contain_text("rule vibration-high firing")
-    expect(events).to_contain_text("incident #1 of rule vibration-high: open")
-    expect(events).to_contain_text("transaction MachineService.requestService: confirmed")
+    expect(events).to_contain_text("rule vibration-high firing", timeout=20000)
+    expect(events).to_contain_text("incident #1 of rule vibration-high: open", timeout=20000)
+    expect(events).to_contain_text(
+        "transaction MachineService.requestService: confirmed", timeout=20000
+    )
     page.goto(site.url + "/links")
     assert int(page.locator('#links tr[data-board="mill"] [data-f="frames_ok"]').inner_text()) > 0
     shot(page, "links")
