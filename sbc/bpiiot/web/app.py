@@ -546,7 +546,7 @@ def create_app(service: Service, *, auth: Auth | None = None, history_s: float =
             except RuleValidationError as exc:
                 errors = {f"{i}.{k.split('.', 1)[1]}": v for k, v in exc.errors.items()}
         if errors:
-            status, problem = 400, "cannot preview: fix the fields marked below"
+            status, problem = 400, "cannot preview: " + forms.unplaced_errors(rules, errors)
         return page(
             request,
             "rules.html",
@@ -575,7 +575,7 @@ def create_app(service: Service, *, auth: Auth | None = None, history_s: float =
             except EditConflict as exc:
                 status, problem = 409, f"not saved: {exc}"
         if errors:
-            status, problem = 400, "not saved: fix the fields marked below"
+            status, problem = 400, "not saved: " + forms.unplaced_errors(rules, errors)
         rules2, version2, states = await run_in_threadpool(rules_view, st)
         shown = forms.rule_fields(rules2 if status == 200 else rules)
         if status == 400:

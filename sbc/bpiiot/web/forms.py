@@ -166,6 +166,14 @@ def parse_rules(
     return new, errors
 
 
+def unplaced_errors(rules: list[dict[str, Any]], errors: Mapping[str, str]) -> str:
+    """The summary above the rules form: errors with no field of their own are spelled out."""
+    fields = {f"{i}.{name}" for i, rule in enumerate(rules) for name in rule}
+    loose = [msg if key == "rules" else f"{key}: {msg}" for key, msg in errors.items()
+             if key not in fields]  # fmt: skip
+    return "; ".join(loose) if loose else "fix the fields marked below"
+
+
 def toggle_rule(
     rules: list[dict[str, Any]], index: str
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:

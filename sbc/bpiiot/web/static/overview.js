@@ -82,9 +82,10 @@
 
   function onBoard(e) {
     if (e.state === "hello") {
+      const version = (v) => (Array.isArray(v) ? v.join(".") : v);
       setText(el(e.board, "board_id"), e.board_id);
-      setText(el(e.board, "firmware_version"), e.firmware_version);
-      setText(el(e.board, "protocol_version"), e.protocol_version);
+      setText(el(e.board, "firmware_version"), version(e.firmware_version));
+      setText(el(e.board, "protocol_version"), version(e.protocol_version));
       setText(el(e.board, "boot_counter"), e.boot_counter);
     }
     const link = el(e.board, "link");
