@@ -506,10 +506,6 @@ def default_rules() -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(0)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="device manager test harness")
     ap.add_argument("--state", type=Path, required=True)
@@ -526,20 +522,20 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    import uvicorn
-
     from bpiiot.web import Auth
-    from bpiiot.web.server import config
+    from bpiiot.web.server import WebComponent
 
     state: Path = args.state
     state.mkdir(parents=True, exist_ok=True)
     rules = state / "rules.toml"
     if not rules.exists():
         write_private(rules, _toml(default_rules()))
-    # uvicorn re-raises SIGTERM once it has shut down; turn that into a normal exit so the
-    # firmware and anvil below are stopped (they would outlive a killed process).
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # As in `bpiiot run --web`: the service owns the signals, the web is one component.
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     service: HarnessService | None = None
+    web: WebComponent | None = None
     try:
         names = args.boards.split(",")
         if args.prefill_days:
@@ -557,18 +553,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.password_file
             else Auth.local()
         )
-        server = uvicorn.Server(config(service, port=args.port, auth=auth))  # type: ignore[arg-type]
-
-        def ready() -> None:
-            while not server.started:
-                time.sleep(0.02)
-            print(f"READY http://127.0.0.1:{args.port}", flush=True)
-
-        threading.Thread(target=ready, daemon=True).start()
-        server.run()
-    except SystemExit:
-        pass
+        web = WebComponent(port=args.port, auth=auth)
+        web.start(service)
+        print(f"READY {web.url}", flush=True)
+        stop.wait()
+        log.info("stopping")
     finally:
+        if web is not None:
+            web.stop()
         if service is not None:
             service.close()
     return 0
