@@ -193,7 +193,8 @@ def chain_view(st: WebState) -> dict[str, Any]:
     chain = public_fields(dict(st.service.status().get("chain") or {}))
     bal = chain.get("balance_wei")
     chain["balance_eth"] = None if bal is None else int(bal) / 10**18
-    chain["outbox"] = st.service.outbox.counts()
+    outbox = st.service.outbox
+    chain["outbox"] = outbox.counts() if outbox is not None else {}
     return chain
 
 
@@ -216,9 +217,15 @@ def outbox_dict(entry: Any) -> dict[str, Any]:
     }
 
 
+def outbox_rows(st: WebState) -> list[dict[str, Any]]:
+    """Every outbox entry (none without a wallet)."""
+    outbox = st.service.outbox
+    return [outbox_dict(e) for e in outbox.entries()] if outbox is not None else []
+
+
 def incident_rows(st: WebState) -> list[dict[str, Any]]:
     """Incidents with the outbox entry of their action (matched by key)."""
-    by_key = {e.key: outbox_dict(e) for e in st.service.outbox.entries()}
+    by_key = {e["key"]: e for e in outbox_rows(st)}
     rows = []
     for inc in st.service.store.incidents():
         row = dict(inc)
@@ -621,7 +628,7 @@ def create_app(service: Service, *, auth: Auth | None = None, history_s: float =
         return {
             "incidents": incident_rows(st),
             "chain": chain_view(st),
-            "outbox": [outbox_dict(e) for e in service.outbox.entries()],
+            "outbox": outbox_rows(st),
         }
 
     async def incidents(request: Request) -> Response:

@@ -124,6 +124,7 @@ def rule_fields(
                 "index": i,
                 "name": str(rule.get("name", f"rule {i + 1}")),
                 "enabled": bool(rule.get("enabled", True)),
+                "can_toggle": isinstance(rule.get("enabled"), bool),
                 "fields": fields,
             }
         )

@@ -126,8 +126,8 @@ class Service(Protocol):
         """The controller's rules."""
 
     @property
-    def outbox(self) -> Outbox:
-        """The chain outbox."""
+    def outbox(self) -> Outbox | None:
+        """The chain outbox (None when the service has no wallet)."""
 
     def status(self) -> dict[str, Any]:
         """JSON-friendly status; the app reads ``status()["chain"]``: ``address``,
