@@ -18,6 +18,7 @@ def test_every_page_needs_a_login_and_a_wrong_password_is_told(page: Any, site: 
     page.fill("#password", "not the password")
     page.click("button[type=submit]")
     assert page.locator("#password-error").inner_text() == "wrong password"
+    shot(page, "login")
     page.fill("#password", "correct horse battery staple")
     page.click("button[type=submit]")
     page.wait_for_url(site.url + "/boards/mill")

@@ -490,7 +490,13 @@ def create_app(service: Service, *, auth: Auth | None = None, history_s: float =
                 if errors or key is None:
                     return 400, {"errors": errors, "problem": "no key was provisioned"}
                 board.set_key(key)
-                service.save_link_key(name, key)
+                try:
+                    service.save_link_key(name, key)
+                except (OSError, BpiiotError) as exc:
+                    return 500, {
+                        "problem": "the board and the link use the new key now, but it could "
+                        f"not be saved for the next start: {exc}"
+                    }
                 return 200, {"message": "link key provisioned and saved (it is never shown)"}
         except CommandError as exc:
             return 502, {"problem": nack_words(exc)}
