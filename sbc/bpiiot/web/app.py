@@ -85,6 +85,12 @@ class WebState:
         """Load the stored last ``history_s`` of ``board`` into the plot points."""
         stored = self.service.store.reports_since(board, time.time() - self.history_s)
         self.hub.backfill(board, [plot_point(t, r) for t, r in stored])
+        if stored:
+            # A live report that came first stays (setdefault is atomic).
+            t, rep = stored[-1]
+            self.hub.last_report.setdefault(
+                board, report_dict(board, t, rep, self.machine_class(board))
+            )
 
     def config(self, board: str) -> m.Config | None:
         """The board's config, asked once and cached until it says hello again (blocking)."""
