@@ -72,6 +72,11 @@ def test_rate_limiter_counts_per_key() -> None:
         rl.hit("10.0.0.1")
     assert 59 < rl.retry_after("10.0.0.1") <= 60
     assert rl.retry_after("10.0.0.2") == 0
+    # attempt() counts and checks in one step; a success is taken back.
+    assert rl.attempt("10.0.0.2") == 0 and rl.attempt("10.0.0.2") == 0
+    rl.succeeded("10.0.0.2")
+    assert rl.attempt("10.0.0.2") == 0 and rl.attempt("10.0.0.2") == 0
+    assert rl.attempt("10.0.0.2") > 0
 
 
 def test_sessions_are_random_and_end_on_logout() -> None:

@@ -108,11 +108,6 @@ class WebState:
         return conf
 
 
-def _state(request: Request) -> WebState:
-    st: WebState = request.app.state.web
-    return st
-
-
 def _session(request: Request) -> Session:
     s: Session = request.scope["state"]["session"]
     return s
@@ -292,6 +287,8 @@ def create_app(service: Service, *, auth: Auth | None = None, history_s: float =
 
     # -- login -------------------------------------------------------------------
 
+    kdf_slots = asyncio.Semaphore(2)
+
     async def login_page(request: Request) -> Response:
         if not auth.login_required:
             return RedirectResponse("/", 303)
@@ -299,15 +296,18 @@ def create_app(service: Service, *, auth: Auth | None = None, history_s: float =
 
     async def _try_login(request: Request, password: str) -> tuple[int, str | None, Session | None]:
         client = request.client.host if request.client else "?"
-        wait = auth.limiter.retry_after(client)
+        # Counted before it is checked, so a burst of parallel guesses is cut off exactly
+        # like a series; scrypt takes 32 MiB per check, so at most two run at a time.
+        wait = auth.limiter.attempt(client)
         if wait > 0:
             request.state.retry_after = wait
             return 429, f"too many failed logins: try again in {math.ceil(wait)} s", None
-        ok = bool(password) and await run_in_threadpool(auth.check_password, password)
+        async with kdf_slots:
+            ok = bool(password) and await run_in_threadpool(auth.check_password, password)
         if not ok:
-            auth.limiter.hit(client)
             log.warning("failed web login from %s", client)
             return 401, "wrong password", None
+        auth.limiter.succeeded(client)
         auth.end_session(_session(request).token)
         return 200, None, auth.new_session(logged_in=True)
 

@@ -127,16 +127,39 @@ class RateLimiter:
         """Seconds until ``key`` may try again (0 when it may now)."""
         now = time.monotonic()
         with self._lock:
-            q = self._recent(key, now)
-            if len(q) < self.limit:
-                return 0.0
-            return max(0.0, q[0] + self.window_s - now)
+            return self._wait(self._recent(key, now), now)
+
+    def _wait(self, q: deque[float], now: float) -> float:
+        if len(q) < self.limit:
+            return 0.0
+        return max(1e-3, q[0] + self.window_s - now)
 
     def hit(self, key: str) -> None:
         """Count one event (a failed login) for ``key``."""
         now = time.monotonic()
         with self._lock:
             self._recent(key, now).append(now)
+
+    def attempt(self, key: str) -> float:
+        """Count an attempt now, unless ``key`` is over its limit: then return the wait.
+
+        Checking and counting in one step means parallel attempts cannot all slip in
+        under the limit; :meth:`succeeded` takes back the count of one that succeeded.
+        """
+        now = time.monotonic()
+        with self._lock:
+            q = self._recent(key, now)
+            wait = self._wait(q, now)
+            if wait == 0.0:
+                q.append(now)
+            return wait
+
+    def succeeded(self, key: str) -> None:
+        """The latest attempt of ``key`` was not a failure: stop counting it."""
+        with self._lock:
+            q = self._events.get(key)
+            if q:
+                q.pop()
 
 
 @dataclass
