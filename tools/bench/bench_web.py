@@ -62,7 +62,7 @@ def main() -> int:
                 try:
                     page = browser.new_page()
                     page.goto(site.url + "/")
-                    page.wait_for_function("window.bpiiotLags.length >= 20", timeout=120000)
+                    page.wait_for_function("() => window.bpiiotLags.length >= 20", timeout=120000)
                     lags = page.evaluate("window.bpiiotLags.slice(0, 20)")
                 finally:
                     browser.close()
