@@ -31,6 +31,8 @@ from micropython import const
 
 # Counters wrap here; a small int on 32-bit ports, and a multiple of every capacity.
 _MASK = const(0x3FFFFFFF)
+# Sensor reads failing in a row before acquisition gives up (poll raises).
+_MAX_FAILS = const(8)
 
 
 @micropython.viper
@@ -77,6 +79,10 @@ class Sampler:
         self._r = 0  # read, only poll changes it
         #: Samples dropped because the ring was full (never silently lost).
         self.overruns = 0
+        #: Sensor reads that failed (bus error): the window is flagged SENSOR_FAULT.
+        self.faults = 0
+        self._fails = 0  # in a row; past _MAX_FAILS poll raises the last error
+        self._error = None
         self._clock = clock
         self._host = clock is not None or _host()
         self._timer = None
@@ -125,9 +131,19 @@ class Sampler:
         if first > n:
             first = n
         x, y, z = self._rings
-        got = self.accel.read(x, y, z, head, first)
-        if got == first and n > first:
-            got += self.accel.read(x, y, z, 0, n - first)
+        try:
+            got = self.accel.read(x, y, z, head, first)
+            if got == first and n > first:
+                got += self.accel.read(x, y, z, 0, n - first)
+        except OSError as exc:
+            # A bus error (SPI/I2C, ADC): nothing read now; counted, not fatal, unless
+            # it persists (then poll raises it in the main loop, never in a callback).
+            self.faults += 1
+            self._fails += 1
+            if self._fails > _MAX_FAILS:
+                self._error = exc
+            return 0
+        self._fails = 0
         self._w = (self._w + got) & _MASK
         return got
 
@@ -172,6 +188,8 @@ class Sampler:
         """Copy up to ``count`` (default len(x)) waiting samples into x, y, z; return how many."""
         if self._host and self.running:
             self._produce()
+        if self._error is not None:
+            raise self._error
         n = (self._w - self._r) & _MASK
         if not count:
             count = len(x)

@@ -42,6 +42,12 @@ _E_INTERNAL = const(8)
 _VERSION_MAJOR = const(1)
 _VERSION_MINOR = const(0)
 
+# Report flag bits (SPEC.md 5.2) the app sets; SETTLING and OVERRUN come from dsp.
+_F_SENSOR_FAULT = const(0x04)
+_F_CLIPPED = const(0x08)
+_F_VEL_SATURATED = const(0x10)
+_F_ACC_SATURATED = const(0x20)
+
 _CAP_AUTH = const(0x01)
 _CAP_OUTPUTS = const(0x02)
 _CAP_REBOOT = const(0x04)
@@ -133,6 +139,7 @@ class App:
         self.accel = None
         self._escape_at = None
         self._seen_overruns = 0
+        self._seen_faults = 0
         self.start_acquisition()
 
     # -- acquisition -------------------------------------------------------------------
@@ -181,6 +188,7 @@ class App:
             sampler.start()
             self._block = block
             self._seen_overruns = 0
+            self._seen_faults = 0
             self.sampler = sampler
             self.features = feat
         except Exception as exc:
@@ -230,9 +238,10 @@ class App:
         while True:
             n = sampler.poll(x, y, z, self._block)
             if sampler.overruns != self._seen_overruns:
-                # Samples were lost: a window across the gap would mix two signals.
+                # Samples were lost: the windows across the gap, and those while the
+                # filters ring from the jump, are flagged (not dropped, not silent).
                 self._seen_overruns = sampler.overruns
-                feat.reset()
+                feat.gap()
             if not n:
                 return
             res = feat.feed(x, y, z, n)
@@ -243,12 +252,24 @@ class App:
         cfg = self.store.cfg
         ch = cfg["channels"]
         self.windows += 1
-        rms, peak, vel, zone = result
+        rms, peak, vel, zone, flags = result
+        # Saturation is decided here, per axis actually sent.
+        flags &= ~_F_VEL_SATURATED
         out = [self.windows & 0xFFFFFFFF, self.clock.ms() & 0xFFFFFFFF, self.features.window_n]
-        for arr in (rms, peak, vel):
+        limit = getattr(self.accel, "limit_mg", 32767)
+        for j, arr in enumerate((rms, peak, vel)):
             for i in range(3):
                 v = arr[i] if ch & (1 << i) else 0
-                out.append(0 if v < 0 else (65535 if v > 65535 else v))  # uint16
+                if v > 65535:  # uint16 on the wire: never a silent clip
+                    v = 65535
+                    flags |= _F_VEL_SATURATED if j == 2 else _F_ACC_SATURATED
+                elif j == 1 and v >= limit:
+                    flags |= _F_CLIPPED
+                out.append(v)
+        faults = self.sampler.faults if self.sampler is not None else 0
+        if faults != self._seen_faults:
+            self._seen_faults = faults
+            flags |= _F_SENSOR_FAULT
         t = None
         if ch & 8 and self.temp is not None:
             try:
@@ -257,9 +278,12 @@ class App:
             except Exception:
                 t = None
         out.append(t)
+        if flags:
+            out.append(flags)  # SPEC.md 5.2: the 14th item only when non-zero
         self.send(_T_REPORT, out)
         pin = cfg.get("alarm_pin")
-        if pin is not None:
+        if pin is not None and not flags:
+            # A flagged window is not representative: the alarm keeps its state.
             self.outputs.set(pin, 1 if zone == 3 else 0)
 
     # -- link --------------------------------------------------------------------------

@@ -8,62 +8,98 @@ tests check that both give identical results. Not used by the firmware itself.
 from micropython import const
 
 _OFF = const(0x20000000)
+# The state layout of dsp.py.
+_SH1 = const(0)
+_D1 = const(1)
+_B01 = const(2)
+_B11 = const(3)
+_A11 = const(4)
+_A21 = const(5)
+_B02 = const(6)
+_B12 = const(7)
+_A12 = const(8)
+_A22 = const(9)
+_SH4 = const(10)
+_D1B = const(11)
+_D2B = const(12)
+_F = const(13)
+_SH = const(14)
+_X1 = const(15)
+_A1 = const(16)
+_A2 = const(17)
+_B1 = const(18)
+_B2 = const(19)
+_C1 = const(20)
+_C2 = const(21)
+_U1 = const(22)
+_U2 = const(23)
+_E1 = const(24)
+_E2 = const(25)
+_R1A = const(26)
+_R1B = const(27)
+_R2B = const(28)
+_PEAK = const(29)
+_XH = const(30)
+_XL = const(31)
+_HHH = const(32)
+_HHL = const(33)
+_HLH = const(34)
+_HLL = const(35)
+_LLH = const(36)
+_LLL = const(37)
+_PRIMED = const(38)
 
 
-def kernel(buf, st, i0, i1):
+def kernel(buf, state, i0, i1):
     """Plain-bytecode twin of dsp.kernel: same arithmetic, same state layout."""
     p = buf
-    s = st
-    sh1 = s[0] - _OFF
-    d1a = s[1] - _OFF
-    d2a = s[2] - _OFF
-    b01 = s[3] - _OFF
-    b11 = s[4] - _OFF
-    a11 = s[5] - _OFF
-    a21 = s[6] - _OFF
-    b02 = s[7] - _OFF
-    b12 = s[8] - _OFF
-    a12 = s[9] - _OFF
-    a22 = s[10] - _OFF
-    sh4 = s[11] - _OFF
-    d1b = s[12] - _OFF
-    d2b = s[13] - _OFF
-    f = s[14] - _OFF
-    sh = s[15] - _OFF
+    s = state
+    sh1 = s[_SH1] - _OFF
+    d1 = s[_D1] - _OFF
+    b01 = s[_B01] - _OFF
+    b11 = s[_B11] - _OFF
+    a11 = s[_A11] - _OFF
+    a21 = s[_A21] - _OFF
+    b02 = s[_B02] - _OFF
+    b12 = s[_B12] - _OFF
+    a12 = s[_A12] - _OFF
+    a22 = s[_A22] - _OFF
+    sh4 = s[_SH4] - _OFF
+    d1b = s[_D1B] - _OFF
+    d2b = s[_D2B] - _OFF
+    f = s[_F] - _OFF
+    sh = s[_SH] - _OFF
     rs = 1 << (sh - 1)
     m1 = (1 << sh1) - 1
     m4 = (1 << sh4) - 1
-    x1 = s[16] - _OFF
-    x2 = s[17] - _OFF
-    a1 = s[18] - _OFF
-    a2 = s[19] - _OFF
-    b1 = s[20] - _OFF
-    b2 = s[21] - _OFF
-    c1 = s[22] - _OFF
-    c2 = s[23] - _OFF
-    u1 = s[24] - _OFF
-    u2 = s[25] - _OFF
-    e1 = s[26] - _OFF
-    e2 = s[27] - _OFF
-    r1a = s[28] - _OFF
-    r2a = s[29] - _OFF
-    r1b = s[30] - _OFF
-    r2b = s[31] - _OFF
-    peak = s[32] - _OFF
-    xh = s[33] - _OFF
-    xl = s[34] - _OFF
-    hhh = s[35] - _OFF
-    hhl = s[36] - _OFF
-    hlh = s[37] - _OFF
-    hll = s[38] - _OFF
-    llh = s[39] - _OFF
-    lll = s[40] - _OFF
+    x1 = s[_X1] - _OFF
+    a1 = s[_A1] - _OFF
+    a2 = s[_A2] - _OFF
+    b1 = s[_B1] - _OFF
+    b2 = s[_B2] - _OFF
+    c1 = s[_C1] - _OFF
+    c2 = s[_C2] - _OFF
+    u1 = s[_U1] - _OFF
+    u2 = s[_U2] - _OFF
+    e1 = s[_E1] - _OFF
+    e2 = s[_E2] - _OFF
+    r1a = s[_R1A] - _OFF
+    r1b = s[_R1B] - _OFF
+    r2b = s[_R2B] - _OFF
+    peak = s[_PEAK] - _OFF
+    xh = s[_XH] - _OFF
+    xl = s[_XL] - _OFF
+    hhh = s[_HHH] - _OFF
+    hhl = s[_HHL] - _OFF
+    hlh = s[_HLH] - _OFF
+    hll = s[_HLL] - _OFF
+    llh = s[_LLH] - _OFF
+    lll = s[_LLL] - _OFF
     i = i0
-    if s[41] == _OFF and i < i1:
+    if s[_PRIMED] == _OFF and i < i1:
         # Prime: the first sample is taken as the steady DC level.
         x1 = p[i]
-        x2 = x1
-        s[41] = _OFF + 1
+        s[_PRIMED] = _OFF + 1
     while i < i1:
         x = p[i]
         i += 1
@@ -77,15 +113,12 @@ def kernel(buf, st, i0, i1):
         if xl >= 0x20000000:
             xh += xl >> 29
             xl &= 0x1FFFFFFF
-        # Section 1: high-pass, delta form with 2nd-order error feedback.
-        t1 = (x - 2 * x1 + x2) << f
-        q = (a1 >> 14) * d1a + (a2 >> 14) * d2a
-        q += (((a1 & 16383) * d1a) >> 14) + (((a2 & 16383) * d2a) >> 14)
-        q += 2 * r1a - r2a
+        # Section 1: the high-pass's real pole, delta form, 1st-order error feedback.
+        t1 = (x - x1) << f
+        q = (a1 >> 14) * d1 + (((a1 & 16383) * d1) >> 14) + r1a
         d = q >> sh1
-        r2a = r1a
         r1a = q & m1
-        t1 += 2 * a1 - a2 - d
+        t1 += a1 - d
         # Section 2: low-pass; each product round(s * c / 2^15) is split in two halves.
         w = t1 + a2
         t2 = ((w >> 14) * b01 + 1 + (((w & 16383) * b01) >> 14)) >> 1
@@ -98,17 +131,19 @@ def kernel(buf, st, i0, i1):
         t3 += ((b1 >> 14) * b12 + 1 + (((b1 & 16383) * b12) >> 14)) >> 1
         t3 -= ((c1 >> 14) * a12 + 1 + (((c1 & 16383) * a12) >> 14)) >> 1
         t3 -= ((c2 >> 14) * a22 + 1 + (((c2 & 16383) * a22) >> 14)) >> 1
-        # Section 4: high-pass times Al-Alaoui integrator, error feedback again.
+        # Section 4: the high-pass's pole pair times the Al-Alaoui integrator; its
+        # numerator (1 - z^-1)(7 + z^-1) also blocks the low-pass's rounding bias.
         u = (t3 + rs) >> sh
         t4 = 7 * u - 6 * u1 - u2
         q = (e1 >> 14) * d1b + (e2 >> 14) * d2b
-        q += (((e1 & 16383) * d1b) >> 14) + (((e2 & 16383) * d2b) >> 14)
+        # The low halves are rounded, not floored: a bias here would reach the
+        # output through 1/A(1) (about 2600) as a steady offset of about 1 um/s.
+        q += (((e1 & 16383) * d1b + 8192) >> 14) + (((e2 & 16383) * d2b + 8192) >> 14)
         q += 2 * r1b - r2b
         d = q >> sh4
         r2b = r1b
         r1b = q & m4
         t4 += 2 * e1 - e2 - d
-        x2 = x1
         x1 = x
         a2 = a1
         a1 = t1
@@ -138,28 +173,26 @@ def kernel(buf, st, i0, i1):
         if lll >= 0x20000000:
             lll -= 0x20000000
             llh += 1
-    s[16] = x1 + _OFF
-    s[17] = x2 + _OFF
-    s[18] = a1 + _OFF
-    s[19] = a2 + _OFF
-    s[20] = b1 + _OFF
-    s[21] = b2 + _OFF
-    s[22] = c1 + _OFF
-    s[23] = c2 + _OFF
-    s[24] = u1 + _OFF
-    s[25] = u2 + _OFF
-    s[26] = e1 + _OFF
-    s[27] = e2 + _OFF
-    s[28] = r1a + _OFF
-    s[29] = r2a + _OFF
-    s[30] = r1b + _OFF
-    s[31] = r2b + _OFF
-    s[32] = peak + _OFF
-    s[33] = xh + _OFF
-    s[34] = xl + _OFF
-    s[35] = hhh + _OFF
-    s[36] = hhl + _OFF
-    s[37] = hlh + _OFF
-    s[38] = hll + _OFF
-    s[39] = llh + _OFF
-    s[40] = lll + _OFF
+    s[_X1] = x1 + _OFF
+    s[_A1] = a1 + _OFF
+    s[_A2] = a2 + _OFF
+    s[_B1] = b1 + _OFF
+    s[_B2] = b2 + _OFF
+    s[_C1] = c1 + _OFF
+    s[_C2] = c2 + _OFF
+    s[_U1] = u1 + _OFF
+    s[_U2] = u2 + _OFF
+    s[_E1] = e1 + _OFF
+    s[_E2] = e2 + _OFF
+    s[_R1A] = r1a + _OFF
+    s[_R1B] = r1b + _OFF
+    s[_R2B] = r2b + _OFF
+    s[_PEAK] = peak + _OFF
+    s[_XH] = xh + _OFF
+    s[_XL] = xl + _OFF
+    s[_HHH] = hhh + _OFF
+    s[_HHL] = hhl + _OFF
+    s[_HLH] = hlh + _OFF
+    s[_HLL] = hll + _OFF
+    s[_LLH] = llh + _OFF
+    s[_LLL] = lll + _OFF
