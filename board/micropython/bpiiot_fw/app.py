@@ -165,8 +165,11 @@ class App:
     def start_acquisition(self):
         """(Re)build sensors, sampler and feature extractor from the configuration.
 
-        A sensor or DSP failure leaves the link running without reports and says why
-        in a log frame: the board must stay reachable to be reconfigured.
+        A saved plan this board cannot run (refused by the checks, or no room for it in
+        the heap) falls back to the default plan, says so in a log frame (repeated after
+        every hello request) and saves the plan that runs, so get_config tells the
+        truth. A sensor failure leaves the link running without reports and says why:
+        the board must stay reachable to be reconfigured.
         """
         self.stop_acquisition()
         self.features = None
@@ -174,12 +177,19 @@ class App:
         try:
             from bpiiot_fw import acquire, dsp
 
-            plan = self._plan(cfg)
+            try:
+                plan = self._plan(cfg)
+                gc.collect()
+                feat = dsp.Features(*plan)
+            except (ValueError, MemoryError) as exc:
+                feat = None
+                gc.collect()
+                self._fall_back(exc)
+                feat = dsp.Features(*self._plan(cfg))
             if self.accel is None or self.temp is None:
                 self._make_sensors(cfg)
             # The old acquisition and the imports' garbage go before the new one is made.
             gc.collect()
-            feat = dsp.Features(*plan)
             # Blocks never span two hops (Features.feed takes at most hop_n samples).
             block = min(feat.hop_n, _BLOCK)
             sampler = acquire.Sampler(
@@ -196,6 +206,20 @@ class App:
             self.sampler = None
             self.features = None
             self.logs.append((_LOG_ERROR, "acquisition off: " + platform.exception_text(exc)))
+
+    def _fall_back(self, exc):
+        # The saved plan cannot run: the defaults can (they are the benchmark's plan).
+        from bpiiot_fw.store import DEFAULTS
+
+        cfg = self.store.cfg
+        old = "%d S/s, %d/%d ms" % (cfg["sample_rate_hz"], cfg["window_ms"], cfg["hop_ms"])
+        new = {k: DEFAULTS[k] for k in ("sample_rate_hz", "window_ms", "hop_ms")}
+        self.store.update(**new)  # written by persist(), from the main loop
+        self.problem = "saved plan %s cannot run (%s): defaults in use" % (
+            old,
+            platform.exception_text(exc)[:60],
+        )
+        self.logs.append((_LOG_WARNING, self.problem))
 
     def _make_sensors(self, cfg):
         # The factory is needed only until the drivers exist: unloaded afterwards.
@@ -396,6 +420,7 @@ class App:
         elif type_ == _T_REBOOT:
             self.send(_T_ACK, [seq])
             self.stop_acquisition()
+            self.persist()
             platform.reboot()
             return
         else:  # the verifier only lets command types through; keep the contract anyway
@@ -406,11 +431,21 @@ class App:
     def _set_key(self, key):
         self.enc.set_key(key)
         self.ver.set_key(key)
-        try:
-            self.store.update(key=key.hex() if key else None)
-            self.problem = None
-        except OSError as exc:
-            self.log(_LOG_ERROR, "key not saved: " + platform.exception_text(exc))
+        self.store.update(key=key.hex() if key else None)
+        self.problem = None
+
+    def persist(self):
+        """Write what must survive a reboot (config, key), and the Unix port's output
+        record, if they changed: called when the sample ring has just been drained, so
+        a slow flash write delays sampling by at most the ring's length, and changes
+        made in between are coalesced into one write."""
+        if self.outputs.dirty:
+            self.outputs.flush()
+        if self.store.dirty:
+            try:
+                self.store.flush()
+            except OSError as exc:
+                self.log(_LOG_ERROR, "config not saved: " + platform.exception_text(exc))
 
     def set_config(self, obj):
         """Apply a set_config map {1..5: value}; BadValue (nothing changed) if impossible."""
@@ -493,6 +528,7 @@ class App:
                 self.logs.append((_LOG_ERROR, "loop: " + platform.exception_text(exc)))
                 up = True
             if not up:
+                self.persist()
                 if self.stream.closed:
                     return "closed"
                 self.stop_acquisition()
@@ -513,6 +549,12 @@ class App:
                     platform.log_exception(exc, "sampling")
                     self.stop_acquisition()
                     self.log(_LOG_ERROR, "acquisition stopped: " + platform.exception_text(exc))
+            if self.store.dirty or self.outputs.dirty:
+                # Right after _sample the ring is (nearly) empty: the most room for a
+                # flash write to stall in (DSP.md 7: worst-case main-loop pause).
+                sampler = self.sampler
+                if sampler is None or 2 * sampler.available() < sampler.capacity:
+                    self.persist()
             if self.logs:
                 try:
                     self._flush_logs()

@@ -128,13 +128,17 @@ class Outputs:
 
     Only pins listed in the configuration are outputs; anything else is refused
     (the app answers ``nack bad_value``). On the Unix port the states are written to
-    ``outputs.json`` in the board's filesystem so a test or an operator can see them.
+    ``outputs.json`` in the board's filesystem so a test or an operator can see them;
+    like every file write that is kept out of the sampling path: ``dirty`` says a
+    write is due, the app calls ``flush`` when the sample ring has room. A board
+    drives its pins at once and writes nothing (outputs do not survive a reboot).
     """
 
     def __init__(self, pins, path="outputs.json"):
         self.states = {}
         self._pins = {}
         self._file = path if UNIX else None
+        self.dirty = False
         for p in pins:
             if UNIX:
                 self._pins[p] = None
@@ -159,17 +163,25 @@ class Outputs:
             drv.value(value)
         if self.states.get(pin) != value:
             self.states[pin] = value
-            self._record()
+            self.dirty = self._file is not None
         return True
+
+    def flush(self):
+        """Write the recorded states if they changed (Unix port only)."""
+        if self.dirty:
+            self.dirty = False
+            self._record()
 
     def _record(self):
         if self._file is None:
             return
         import json
+        import os
 
         try:
-            with open(self._file, "w") as f:
+            with open(self._file + ".tmp", "w") as f:
                 json.dump({str(k): v for k, v in self.states.items()}, f)
+            os.rename(self._file + ".tmp", self._file)
         except OSError:
             pass
 
