@@ -98,7 +98,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--arch",
         default="rp2040",
-        help="board family (rp2040, esp32, stm32f4, unix) or mpy-cross arch (default rp2040)",
+        help="board family (rp2040, esp32, stm32f4, unix) or mpy-cross arch (default rp2040; "
+        "the arch the board reports in sys.implementation._mpy wins)",
     )
     p.add_argument("--source", help="firmware tree (default: board/micropython of this checkout)")
     p.add_argument("--board-id", help="board id to write into the board's config")

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from board_host import run_script
+from board_host import FIRMWARE_SRC, run_script
 from scipy import signal
 
 from bpiiot.iso20816 import nominal_response, reference_features
@@ -31,7 +31,8 @@ UM_S2_PER_MG = 9806.65
 RUNNER = r"""
 import sys, json, time
 from array import array
-from bpiiot_fw import dsp, dsp_ref
+import dsp_ref
+from bpiiot_fw import dsp
 f = open(sys.argv[1], "rb")
 while True:
     line = f.readline()
@@ -106,7 +107,9 @@ def run_cases(cases: list[dict[str, Any]], raw: bool = False) -> list[Any]:
                 for b in range(0, c["n"], c["block"]):
                     e = b + c["block"]
                     fh.write(x[b:e].tobytes() + y[b:e].tobytes() + z[b:e].tobytes())
-        stdout = run_script(RUNNER, str(data), timeout=600)
+        # The plain-bytecode twin lives beside the benchmarks, not in the firmware.
+        src = f"{FIRMWARE_SRC}:{ROOT / 'tools' / 'bench'}"
+        stdout = run_script(RUNNER, str(data), timeout=600, source=src)
     lines = [json.loads(line) for line in stdout.splitlines()]
     assert len(lines) == len(cases), stdout
     return lines if raw else [line.get("results", line) for line in lines]

@@ -100,11 +100,11 @@ class Sampler:
         if self._host:
             self._last = self._now()
             return
-        from bpiiot_fw import platform_board
+        from bpiiot_fw import hal_board
 
         freq = self.rate_hz // 8 if self.accel.paced else self.rate_hz
         # The bound method is made once, here: the callback itself allocates nothing.
-        self._timer = platform_board.timer(freq, self._tick)
+        self._timer = hal_board.timer(freq, self._tick)
 
     def stop(self):
         """Stop the timer and the sensor."""

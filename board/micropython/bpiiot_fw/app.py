@@ -13,7 +13,7 @@ from array import array
 
 from micropython import const
 
-from bpiiot_fw import codec, platform
+from bpiiot_fw import codec, hal
 from bpiiot_fw.store import Store, key_bytes
 
 FW_VERSION = (0, 1, 0)
@@ -94,8 +94,8 @@ class App:
         self._bufs = _zeros(_BLOCK)
         self._block = _BLOCK
         self.store = store or Store()
-        self.clock = platform.Clock()
-        self.load = platform.Load()
+        self.clock = hal.Clock()
+        self.load = hal.Load()
         problem = self.store.load()
         cfg = self.store.cfg
         self.logs = []  # log frames to send once the link is up
@@ -110,7 +110,7 @@ class App:
             # A read-only or full filesystem: run anyway, the session cannot persist.
             self.boot = cfg["boot"] = (cfg.get("boot", 0) + 1) & 0xFFFFFFFF
             self.logs.append(
-                (_LOG_ERROR, "boot counter not saved: " + platform.exception_text(exc))
+                (_LOG_ERROR, "boot counter not saved: " + hal.exception_text(exc))
             )
         self.session = self.boot & 0xFFFF
         key = key_bytes(cfg)
@@ -120,14 +120,14 @@ class App:
         if stream is None:
             uart = None
             ucfg = cfg.get("uart")
-            if ucfg and not platform.UNIX:
-                from bpiiot_fw import platform_board
+            if ucfg and not hal.UNIX:
+                from bpiiot_fw import hal_board
 
-                uart = platform_board.uart(ucfg)
-            stream = platform.Stream(uart)
+                uart = hal_board.uart(ucfg)
+            stream = hal.Stream(uart)
         self.stream = stream
-        self.outputs = platform.Outputs(cfg["outputs"])
-        self.wdt = platform.Watchdog(cfg.get("wdt_ms", 0))
+        self.outputs = hal.Outputs(cfg["outputs"])
+        self.wdt = hal.Watchdog(cfg.get("wdt_ms", 0))
         self.rx = bytearray(256)
         self.frames_sent = 0
         self.frames_rejected = 0
@@ -202,10 +202,10 @@ class App:
             self.sampler = sampler
             self.features = feat
         except Exception as exc:
-            platform.log_exception(exc, "acquisition")
+            hal.log_exception(exc, "acquisition")
             self.sampler = None
             self.features = None
-            self.logs.append((_LOG_ERROR, "acquisition off: " + platform.exception_text(exc)))
+            self.logs.append((_LOG_ERROR, "acquisition off: " + hal.exception_text(exc)))
 
     def _fall_back(self, exc):
         # The saved plan cannot run: the defaults can (they are the benchmark's plan).
@@ -217,7 +217,7 @@ class App:
         self.store.update(**new)  # written by persist(), from the main loop
         self.problem = "saved plan %s cannot run (%s): defaults in use" % (
             old,
-            platform.exception_text(exc)[:60],
+            hal.exception_text(exc)[:60],
         )
         self.logs.append((_LOG_WARNING, self.problem))
 
@@ -234,11 +234,11 @@ class App:
                 except Exception as exc:
                     self.temp = None
                     self.logs.append(
-                        (_LOG_WARNING, "no temperature: " + platform.exception_text(exc))
+                        (_LOG_WARNING, "no temperature: " + hal.exception_text(exc))
                     )
         finally:
             sensors = None
-            platform.unload("sensors")
+            hal.unload("sensors")
 
     def stop_acquisition(self):
         """Stop the sampler, keeping its overrun count for the status."""
@@ -357,7 +357,7 @@ class App:
             self.frames_sent & 0xFFFFFFFF,
             self.frames_rejected & 0xFFFFFFFF,
             self.overruns & 0xFFFFFFFF,
-            platform.mem_free(),
+            hal.mem_free(),
             self.load.permille,
             self.clock.ms() & 0xFFFFFFFF,
             self.windows & 0xFFFFFFFF,
@@ -384,10 +384,10 @@ class App:
         except BadValue as exc:
             self.nack(seq, _E_BAD_VALUE, str(exc))
         except Exception as exc:
-            platform.log_exception(exc, "command 0x%02x" % type_)
-            self.nack(seq, _E_INTERNAL, platform.exception_text(exc)[:64])
+            hal.log_exception(exc, "command 0x%02x" % type_)
+            self.nack(seq, _E_INTERNAL, hal.exception_text(exc)[:64])
             self.log(
-                _LOG_ERROR, "command 0x%02x failed: %s" % (type_, platform.exception_text(exc))
+                _LOG_ERROR, "command 0x%02x failed: %s" % (type_, hal.exception_text(exc))
             )
 
     def command(self, type_, seq, obj):
@@ -421,7 +421,7 @@ class App:
             self.send(_T_ACK, [seq])
             self.stop_acquisition()
             self.persist()
-            platform.reboot()
+            hal.reboot()
             return
         else:  # the verifier only lets command types through; keep the contract anyway
             self.nack(seq, _E_UNKNOWN_TYPE, "type")
@@ -445,7 +445,7 @@ class App:
             try:
                 self.store.flush()
             except OSError as exc:
-                self.log(_LOG_ERROR, "config not saved: " + platform.exception_text(exc))
+                self.log(_LOG_ERROR, "config not saved: " + hal.exception_text(exc))
 
     def set_config(self, obj):
         """Apply a set_config map {1..5: value}; BadValue (nothing changed) if impossible."""
@@ -523,9 +523,9 @@ class App:
                 # A fault outside any one command (a MemoryError, a bug): the loop
                 # must go on, and the SBC hears about it.
                 self.frames_rejected += 1
-                platform.log_exception(exc, "main loop")
+                hal.log_exception(exc, "main loop")
                 self.deframer = codec.Deframer()
-                self.logs.append((_LOG_ERROR, "loop: " + platform.exception_text(exc)))
+                self.logs.append((_LOG_ERROR, "loop: " + hal.exception_text(exc)))
                 up = True
             if not up:
                 self.persist()
@@ -540,15 +540,15 @@ class App:
                             f.write("1")
                     except OSError:
                         pass
-                    platform.reboot()
+                    hal.reboot()
                 return "repl"
             if self.sampler is not None:
                 try:
                     self._sample()
                 except Exception as exc:
-                    platform.log_exception(exc, "sampling")
+                    hal.log_exception(exc, "sampling")
                     self.stop_acquisition()
-                    self.log(_LOG_ERROR, "acquisition stopped: " + platform.exception_text(exc))
+                    self.log(_LOG_ERROR, "acquisition stopped: " + hal.exception_text(exc))
             if self.store.dirty or self.outputs.dirty:
                 # Right after _sample the ring is (nearly) empty: the most room for a
                 # flash write to stall in (DSP.md 7: worst-case main-loop pause).
@@ -559,7 +559,7 @@ class App:
                 try:
                     self._flush_logs()
                 except Exception as exc:
-                    platform.log_exception(exc, "log")
+                    hal.log_exception(exc, "log")
                     self.logs = []
 
 

@@ -338,8 +338,8 @@ def check(rate_hz, window_n, hop_n, machine_class):
 class Features:
     """Per-window acceleration RMS/peak, ISO 20816 velocity RMS and zone for 3 axes.
 
-    ``kernel`` is the filter used (the viper one by default; ``dsp_ref.kernel`` is
-    the plain-bytecode twin used by the benchmark).
+    ``kernel`` is the filter used (the viper one by default; ``dsp_ref.kernel``, kept
+    beside the benchmarks in tools/bench, is the plain-bytecode twin they compare).
     """
 
     def __init__(self, rate_hz, window_n=None, hop_n=None, machine_class="group2-rigid",

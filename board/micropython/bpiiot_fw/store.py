@@ -10,7 +10,7 @@ returns why, and the app sends it as a log frame.
 import json
 import os
 
-from bpiiot_fw.platform import unload
+from bpiiot_fw.hal import unload
 
 PATH = "bpiiot.json"
 

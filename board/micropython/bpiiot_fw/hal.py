@@ -1,10 +1,13 @@
-"""Platform layer: the serial stream, watchdog, reboot, outputs, memory and load.
+"""Hardware abstraction layer: the serial stream, watchdog, reboot, outputs, memory, load.
+
+(Named ``hal``, not ``platform``: that name belongs to the standard module that both
+MicroPython and CPython have, and a package module shadowing it misleads readers.)
 
 One module hides the differences between boards (USB CDC via sys.stdin/stdout or
 a machine.UART, machine.Pin, machine.WDT, machine.reset) and the MicroPython Unix
 port (a pty on stdin/stdout, outputs recorded in a file, reboot as an exit code
 the host harness tools/board_host.py acts on). The calls into ``machine`` for pins,
-watchdog and UART are in ``platform_board``, loaded on boards only. Nothing here
+watchdog and UART are in ``hal_board``, loaded on boards only. Nothing here
 ever writes text to the serial stream: the stream carries frames only.
 """
 
@@ -143,9 +146,9 @@ class Outputs:
             if UNIX:
                 self._pins[p] = None
             else:
-                from bpiiot_fw import platform_board
+                from bpiiot_fw import hal_board
 
-                self._pins[p] = platform_board.output_pin(p)
+                self._pins[p] = hal_board.output_pin(p)
             self.states[p] = 0
         self._record()
 
@@ -198,9 +201,9 @@ class Watchdog:
         self._wdt = None
         if ms and not UNIX:
             try:
-                from bpiiot_fw import platform_board
+                from bpiiot_fw import hal_board
 
-                self._wdt = platform_board.watchdog(ms)
+                self._wdt = hal_board.watchdog(ms)
                 self.active = True
             except Exception:
                 self._wdt = None

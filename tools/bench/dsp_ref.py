@@ -1,8 +1,10 @@
-"""Plain-bytecode reference of the per-sample pipeline in dsp.py.
+"""Plain-bytecode reference of the per-sample pipeline in the firmware's dsp.py.
 
 The same arithmetic as ``dsp.kernel`` without ``@micropython.viper``: the benchmark
 (tools/bench/bench_board_dsp.py) measures the viper kernel against this one, and the
-tests check that both give identical results. Not used by the firmware itself.
+tests check that both give identical results. It lives beside the benchmarks, not in
+the firmware package: the board never runs it, so ``bpiiot flash`` never ships it.
+Import it in the Unix port with ``tools/bench`` on ``MICROPYPATH``.
 """
 
 from micropython import const
