@@ -245,6 +245,9 @@ def test_firmware_table_equals_sdk_table() -> None:
     out = run_script("import json\nfrom bpiiot_fw import dsp\nprint(json.dumps(dsp.COEFFS))")
     fw = {int(k): tuple(v) for k, v in json.loads(out).items()}
     assert fw == COEFFS
+    # The settling time is a private const there (no RAM): compare the source.
+    src = (ROOT / "board" / "micropython" / "bpiiot_fw" / "dsp.py").read_text()
+    assert f"_SETTLE_MS = const({SETTLE_MS})" in src
 
 
 @pytest.mark.parametrize("fs", RATES)

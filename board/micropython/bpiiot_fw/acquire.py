@@ -33,6 +33,9 @@ from micropython import const
 _MASK = const(0x3FFFFFFF)
 # Sensor reads failing in a row before acquisition gives up (poll raises).
 _MAX_FAILS = const(8)
+# Report flag bits (SPEC.md 5.2).
+_OVERRUN = const(0x02)
+_SENSOR_FAULT = const(0x04)
 
 
 @micropython.viper
@@ -60,7 +63,6 @@ class Sampler:
         accel.set_rate(rate_hz)  # ValueError for a rate the sensor cannot do
         self.accel = accel
         self.rate_hz = rate_hz
-        self.block = block
         if rings is None:
             cap = capacity or 8 * block
             c = 1
@@ -79,10 +81,12 @@ class Sampler:
         self._r = 0  # read, only poll changes it
         #: Samples dropped because the ring was full (never silently lost).
         self.overruns = 0
-        #: Sensor reads that failed (bus error): the window is flagged SENSOR_FAULT.
-        self.faults = 0
-        self._fails = 0  # in a row; past _MAX_FAILS poll raises the last error
-        self._error = None
+        #: Report flag bits (SPEC.md 5.2) for the samples polled next: OVERRUN when
+        #: samples were lost, SENSOR_FAULT when a read failed. The reader clears them.
+        self.flags = 0
+        # Reads failed in a row; past _MAX_FAILS acquisition stops (an exception in the
+        # main loop). Few attributes: a 17th would grow every Sampler by 96 bytes.
+        self._fails = 0
         self._clock = clock
         self._host = clock is not None or _host()
         self._timer = None
@@ -135,13 +139,15 @@ class Sampler:
             got = self.accel.read(x, y, z, head, first)
             if got == first and n > first:
                 got += self.accel.read(x, y, z, 0, n - first)
-        except OSError as exc:
-            # A bus error (SPI/I2C, ADC): nothing read now; counted, not fatal, unless
-            # it persists (then poll raises it in the main loop, never in a callback).
-            self.faults += 1
+        except OSError:
+            # A bus error (SPI/I2C, ADC): nothing read now; flagged, not fatal, unless
+            # it persists. Then the error goes up from here on the Unix port (this runs
+            # in poll, in the main loop), and from poll on a board (never out of a timer
+            # callback, which would print into the serial stream).
+            self.flags |= _SENSOR_FAULT
             self._fails += 1
-            if self._fails > _MAX_FAILS:
-                self._error = exc
+            if self._fails > _MAX_FAILS and self._host:
+                raise
             return 0
         self._fails = 0
         self._w = (self._w + got) & _MASK
@@ -158,10 +164,12 @@ class Sampler:
             if ff != self._fifo_seen:
                 self.overruns += ff - self._fifo_seen
                 self._fifo_seen = ff
+                self.flags |= _OVERRUN
         elif free:
             self._fill(1)
         else:
             self.overruns += 1
+            self.flags |= _OVERRUN
 
     def _produce(self):
         # Unix port: the clock says how many samples are due; produce exactly those.
@@ -180,6 +188,7 @@ class Sampler:
             self._fill(k)
         if due > k:
             self.overruns += due - k
+            self.flags |= _OVERRUN
             skip = getattr(self.accel, "skip", None)
             if skip is not None:
                 skip(due - k)
@@ -188,8 +197,8 @@ class Sampler:
         """Copy up to ``count`` (default len(x)) waiting samples into x, y, z; return how many."""
         if self._host and self.running:
             self._produce()
-        if self._error is not None:
-            raise self._error
+        if self._fails > _MAX_FAILS:
+            raise OSError("sensor: %d reads failed in a row" % self._fails)
         n = (self._w - self._r) & _MASK
         if not count:
             count = len(x)

@@ -42,8 +42,8 @@ _E_INTERNAL = const(8)
 _VERSION_MAJOR = const(1)
 _VERSION_MINOR = const(0)
 
-# Report flag bits (SPEC.md 5.2) the app sets; SETTLING and OVERRUN come from dsp.
-_F_SENSOR_FAULT = const(0x04)
+# Report flag bits (SPEC.md 5.2) the app sets; SETTLING, OVERRUN and SENSOR_FAULT come
+# through dsp.Features from the sampler.
 _F_CLIPPED = const(0x08)
 _F_VEL_SATURATED = const(0x10)
 _F_ACC_SATURATED = const(0x20)
@@ -138,8 +138,6 @@ class App:
         self.temp = None
         self.accel = None
         self._escape_at = None
-        self._seen_overruns = 0
-        self._seen_faults = 0
         self.start_acquisition()
 
     # -- acquisition -------------------------------------------------------------------
@@ -182,9 +180,19 @@ class App:
                 gc.collect()
                 feat = dsp.Features(*plan)
             except (ValueError, MemoryError) as exc:
+                # The saved plan cannot run: the defaults can (the benchmark's plan).
                 feat = None
                 gc.collect()
-                self._fall_back(exc)
+                from bpiiot_fw.store import DEFAULTS
+
+                old = "%d S/s, %d/%d ms" % (cfg["sample_rate_hz"], cfg["window_ms"], cfg["hop_ms"])
+                new = {k: DEFAULTS[k] for k in ("sample_rate_hz", "window_ms", "hop_ms")}
+                self.store.update(**new)  # written by flush(), from the main loop
+                self.problem = "saved plan %s cannot run (%s): defaults in use" % (
+                    old,
+                    hal.exception_text(exc)[:60],
+                )
+                self.logs.append((_LOG_WARNING, self.problem))
                 feat = dsp.Features(*self._plan(cfg))
             if self.accel is None or self.temp is None:
                 self._make_sensors(cfg)
@@ -197,8 +205,6 @@ class App:
             )
             sampler.start()
             self._block = block
-            self._seen_overruns = 0
-            self._seen_faults = 0
             self.sampler = sampler
             self.features = feat
         except Exception as exc:
@@ -206,20 +212,6 @@ class App:
             self.sampler = None
             self.features = None
             self.logs.append((_LOG_ERROR, "acquisition off: " + hal.exception_text(exc)))
-
-    def _fall_back(self, exc):
-        # The saved plan cannot run: the defaults can (they are the benchmark's plan).
-        from bpiiot_fw.store import DEFAULTS
-
-        cfg = self.store.cfg
-        old = "%d S/s, %d/%d ms" % (cfg["sample_rate_hz"], cfg["window_ms"], cfg["hop_ms"])
-        new = {k: DEFAULTS[k] for k in ("sample_rate_hz", "window_ms", "hop_ms")}
-        self.store.update(**new)  # written by persist(), from the main loop
-        self.problem = "saved plan %s cannot run (%s): defaults in use" % (
-            old,
-            hal.exception_text(exc)[:60],
-        )
-        self.logs.append((_LOG_WARNING, self.problem))
 
     def _make_sensors(self, cfg):
         # The factory is needed only until the drivers exist: unloaded afterwards.
@@ -261,14 +253,16 @@ class App:
         x, y, z = self._bufs
         while True:
             n = sampler.poll(x, y, z, self._block)
-            if sampler.overruns != self._seen_overruns:
-                # Samples were lost: the windows across the gap, and those while the
-                # filters ring from the jump, are flagged (not dropped, not silent).
-                self._seen_overruns = sampler.overruns
-                feat.gap()
+            # Samples lost or a failed read before these: the windows holding them (and,
+            # after a gap, those while the filters ring) are flagged, never silent.
+            flags = sampler.flags
+            if flags:
+                sampler.flags ^= flags  # a bit set meanwhile by the timer stays
             if not n:
+                if flags:
+                    feat.feed(x, y, z, 0, flags)
                 return
-            res = feat.feed(x, y, z, n)
+            res = feat.feed(x, y, z, n, flags)
             if res is not None:
                 self._report(res)
 
@@ -290,10 +284,6 @@ class App:
                 elif j == 1 and v >= limit:
                     flags |= _F_CLIPPED
                 out.append(v)
-        faults = self.sampler.faults if self.sampler is not None else 0
-        if faults != self._seen_faults:
-            self._seen_faults = faults
-            flags |= _F_SENSOR_FAULT
         t = None
         if ch & 8 and self.temp is not None:
             try:
@@ -420,7 +410,7 @@ class App:
         elif type_ == _T_REBOOT:
             self.send(_T_ACK, [seq])
             self.stop_acquisition()
-            self.persist()
+            self.flush()
             hal.reboot()
             return
         else:  # the verifier only lets command types through; keep the contract anyway
@@ -434,7 +424,7 @@ class App:
         self.store.update(key=key.hex() if key else None)
         self.problem = None
 
-    def persist(self):
+    def flush(self):
         """Write what must survive a reboot (config, key), and the Unix port's output
         record, if they changed: called when the sample ring has just been drained, so
         a slow flash write delays sampling by at most the ring's length, and changes
@@ -528,7 +518,7 @@ class App:
                 self.logs.append((_LOG_ERROR, "loop: " + hal.exception_text(exc)))
                 up = True
             if not up:
-                self.persist()
+                self.flush()
                 if self.stream.closed:
                     return "closed"
                 self.stop_acquisition()
@@ -551,10 +541,10 @@ class App:
                     self.log(_LOG_ERROR, "acquisition stopped: " + hal.exception_text(exc))
             if self.store.dirty or self.outputs.dirty:
                 # Right after _sample the ring is (nearly) empty: the most room for a
-                # flash write to stall in (DSP.md 7: worst-case main-loop pause).
+                # flash write to stall in (DSP.md 7.1: worst-case main-loop pause).
                 sampler = self.sampler
                 if sampler is None or 2 * sampler.available() < sampler.capacity:
-                    self.persist()
+                    self.flush()
             if self.logs:
                 try:
                     self._flush_logs()

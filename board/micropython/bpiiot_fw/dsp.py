@@ -15,8 +15,9 @@ acc_peak_mg: largest |sample|.
 vel_rms_um_s: RMS velocity in ISO 2954's band (10-1000 Hz), um/s, rounded.
 zone: ISO 20816-3 zone 0..3 (A..D) of the largest of the three velocities.
 flags: report flag bits (SPEC.md 5.2) the DSP decides: SETTLING for a window that
-holds a sample of the first SETTLE_MS after a start or a gap (the filters ring from
-it), OVERRUN for a window across a gap (``gap()``), VEL_SATURATED above 65535 um/s.
+holds a sample of the first SETTLE_MS (600 ms) after a start or a gap (the filters
+ring from it), any flags passed to ``feed`` (OVERRUN, SENSOR_FAULT) for the window
+holding those samples, VEL_SATURATED above 65535 um/s.
 
 The returned list and its three inner lists are preallocated and reused: copy what
 you keep. Feed blocks of at most ``hop_n`` samples; then at most one window
@@ -104,12 +105,13 @@ _NST = const(39)
 _SETTLING = const(0x01)
 _OVERRUN = const(0x02)
 _VEL_SATURATED = const(0x10)
-# Milliseconds a start (boot, set_config, a gap) takes to settle (bpiiot.iso20816.SETTLE_MS).
-SETTLE_MS = 600
+# Milliseconds a start (boot, set_config, a gap) takes to settle (bpiiot.iso20816.SETTLE_MS;
+# private consts cost no RAM: tests read the value from this file).
+_SETTLE_MS = const(600)
 # Hops per window at most: each hop keeps about 320 bytes of partial sums (big
 # integers) until its windows are done. 16 fit the benchmark's 60 KiB heap at 6400 S/s
 # under load, 20 did not (MemoryError): a plan needing more is refused.
-MAX_HOPS = 16
+_MAX_HOPS = const(16)
 
 
 def zone(v, machine_class):
@@ -329,8 +331,8 @@ def check(rate_hz, window_n, hop_n, machine_class):
         raise ValueError("unsupported rate %d S/s (supported: 1600, 3200, 6400)" % rate_hz)
     if hop_n <= 0 or window_n <= 0 or window_n % hop_n:
         raise ValueError("window_n must be a positive multiple of hop_n")
-    if window_n // hop_n > MAX_HOPS:
-        raise ValueError("at most %d hops per window (heap)" % MAX_HOPS)
+    if window_n // hop_n > _MAX_HOPS:
+        raise ValueError("at most %d hops per window (heap)" % _MAX_HOPS)
     if machine_class not in MACHINE_CLASSES:
         raise ValueError("unknown machine class %r" % (machine_class,))
 
@@ -366,7 +368,7 @@ class Features:
         self._pos = 0
         # Samples still to go before the filters have settled, and the flags of the
         # hop being filled.
-        self._left = rate_hz * SETTLE_MS // 1000
+        self._left = rate_hz * _SETTLE_MS // 1000
         self._flags = 0
         self.result = [[0, 0, 0], [0, 0, 0], [0, 0, 0], 0, 0]  # rms, peak, vel, zone, flags
         #: Number of windows completed so far.
@@ -381,23 +383,23 @@ class Features:
         self._filled = 0
         self._head = 0
         self._pos = 0
-        self._left = self.rate_hz * SETTLE_MS // 1000
+        self._left = self.rate_hz * _SETTLE_MS // 1000
         self._flags = 0
 
-    def gap(self):
-        """Note lost samples before the next ones fed: the hop being filled is flagged
-        OVERRUN, and the windows of the next SETTLE_MS SETTLING (the filters ring from
-        the jump), instead of throwing the windows away."""
-        self._flags |= _OVERRUN
-        self._left = self.rate_hz * SETTLE_MS // 1000
-
-    def feed(self, x, y, z, n):
+    def feed(self, x, y, z, n, flags=0):
         """Consume the first n samples of x, y, z; return the result list or None.
 
-        n must not exceed hop_n (ValueError otherwise).
+        n must not exceed hop_n (ValueError otherwise). ``flags``: report flag bits
+        that apply to these samples (``Sampler.flags``); with OVERRUN (samples were
+        lost just before them) the windows of the next SETTLE_MS are flagged SETTLING
+        too, as the filters ring from the jump. The windows are kept, not reset.
         """
         if n > self.hop_n:
             raise ValueError("feed at most hop_n samples at a time")
+        if flags:
+            self._flags |= flags
+            if flags & _OVERRUN:
+                self._left = self.rate_hz * _SETTLE_MS // 1000
         done = None
         i = 0
         k = self._kernel
