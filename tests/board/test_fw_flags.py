@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from board_host import run_script
 from fw_link import BoardHost, Client
@@ -38,7 +39,12 @@ def _alarm(fs: Path) -> int:
 
 
 def boot_and_watch(
-    sensor: dict[str, Any], clean: int, window_ms: int = 1000, hop_ms: int = 1000, total: int = 1
+    sensor: dict[str, Any],
+    clean: int,
+    window_ms: int = 1000,
+    hop_ms: int = 1000,
+    total: int = 1,
+    files: dict[str, bytes] | None = None,
 ) -> tuple[list[m.Report], list[int]]:
     """Boot a board with this signal (group 2 rigid, alarm on pin 3); return its reports
     up to the clean-th unflagged one and the alarm output seen after each.
@@ -50,6 +56,8 @@ def boot_and_watch(
     cfg = {"alarm_pin": ALARM_PIN, "machine_class": 2, "sensor": sensor,
            "window_ms": window_ms, "hop_ms": hop_ms}  # fmt: skip
     (host.fs_dir / "bpiiot.json").write_text(json.dumps(cfg))
+    for name, data in (files or {}).items():
+        (host.fs_dir / name).write_bytes(data)
     port = host.start()
     c = Client(port)
     alarms: list[int] = []
@@ -83,11 +91,24 @@ BOOTS = [
 ]  # fmt: skip
 
 
+def _recording() -> bytes:
+    # A recorded machine (the "file" kind): 2 s of int16 LE frames x, y, z at 3200 S/s,
+    # 100 mg at 49 Hz on x over 2 g of DC, looped.
+    t = np.arange(6400) / 3200
+    x = np.round(2000 + 100 * np.sin(2 * np.pi * 49 * t))
+    frames = np.stack([x, np.zeros_like(x), np.full_like(x, 1000)], axis=1)
+    return frames.astype("<i2").tobytes()
+
+
+BOOTS.append(({"kind": "file", "path": "rec.bin", "loop": True}, iso_velocity(49, 100)))
+
+
 @pytest.mark.parametrize(("signal", "steady"), BOOTS)
 def test_boot_is_flagged_or_accurate_and_never_alarms(
     signal: dict[str, Any], steady: float | None
 ) -> None:
-    reports, alarms = boot_and_watch({"accel": "signal", "signal": signal}, 2)
+    files = {"rec.bin": _recording()} if signal["kind"] == "file" else None
+    reports, alarms = boot_and_watch({"accel": "signal", "signal": signal}, 2, files=files)
     # One-second windows: the first holds the settling time, and says so.
     assert reports[0].flags & m.ReportFlag.SETTLING
     clean = [r for r in reports if not r.flags]
