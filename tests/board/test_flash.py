@@ -219,11 +219,17 @@ def test_mpy_compatibility_is_read_from_sys_implementation() -> None:
 
 
 def test_an_incompatible_board_is_refused_before_anything_is_copied(
-    bare_board: BoardHost, monkeypatch: pytest.MonkeyPatch
+    bare_board: BoardHost, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The real board (Unix port, .mpy v6.3) against an mpy-cross that would emit v6.4.
     monkeypatch.setattr(flash_mod, "emitted_mpy_version", lambda: (6, 4))
     with pytest.raises(flash_mod.IncompatibleMicroPython, match=r"v6\.3.*needs \.mpy v6\.4"):
         flash_mod.flash(bare_board.port, arch="unix", resume=True)
+    # The command line says it in one line and fails.
+    code = cli_flash.main(["flash", bare_board.port, "--arch", "unix", "--resume", "-q"])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: the board runs MicroPython 1.23")
+    assert "install MicroPython" in err
     assert not (bare_board.fs_dir / "bpiiot_fw").exists()
     assert not (bare_board.fs_dir / "main.py").exists()
