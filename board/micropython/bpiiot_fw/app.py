@@ -109,9 +109,7 @@ class App:
         except OSError as exc:
             # A read-only or full filesystem: run anyway, the session cannot persist.
             self.boot = cfg["boot"] = (cfg.get("boot", 0) + 1) & 0xFFFFFFFF
-            self.logs.append(
-                (_LOG_ERROR, "boot counter not saved: " + hal.exception_text(exc))
-            )
+            self.logs.append((_LOG_ERROR, "boot counter not saved: " + hal.exception_text(exc)))
         self.session = self.boot & 0xFFFF
         key = key_bytes(cfg)
         self.enc = codec.Encoder(False, key, self.session)
@@ -225,9 +223,7 @@ class App:
                     self.temp = sensors.make_temp(cfg["sensor"])
                 except Exception as exc:
                     self.temp = None
-                    self.logs.append(
-                        (_LOG_WARNING, "no temperature: " + hal.exception_text(exc))
-                    )
+                    self.logs.append((_LOG_WARNING, "no temperature: " + hal.exception_text(exc)))
         finally:
             sensors = None
             hal.unload("sensors")
@@ -376,9 +372,7 @@ class App:
         except Exception as exc:
             hal.log_exception(exc, "command 0x%02x" % type_)
             self.nack(seq, _E_INTERNAL, hal.exception_text(exc)[:64])
-            self.log(
-                _LOG_ERROR, "command 0x%02x failed: %s" % (type_, hal.exception_text(exc))
-            )
+            self.log(_LOG_ERROR, "command 0x%02x failed: %s" % (type_, hal.exception_text(exc)))
 
     def command(self, type_, seq, obj):
         """Carry out one verified command (payload already checked against its schema)."""
