@@ -148,13 +148,14 @@ def new_state(rate_hz):
     c = COEFFS.get(rate_hz)
     if c is None:
         raise ValueError("unsupported rate %d S/s (supported: 1600, 3200, 6400)" % rate_hz)
-    st = array("i", [_OFF] * _NST)
-    for i in range(_NCOEF):
-        v = c[i]
+    # From a zeroed buffer, not a list: a 39-item list is twice the array's size, and
+    # this runs when the heap is at its fullest (a set_config restart).
+    st = array("i", bytes(4 * _NST))
+    for i in range(_NST):
+        v = c[i] if i < _NCOEF else 0
         if i == _SH1 or i == _SH4:
             v -= 14  # store the shift q - 14 that the kernel uses
         st[i] = v + _OFF
-    st[_PRIMED] = _OFF
     return st
 
 
