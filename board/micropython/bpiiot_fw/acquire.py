@@ -18,8 +18,9 @@ by a clock, never by the main loop's speed:
 and returns how many. If the main loop falls behind by more than the ring capacity,
 the samples that do not fit are dropped and ``overruns`` grows by their number (for
 the ADXL345, by 1 per FIFO found full: how many it lost is unknown). The signal
-source is advanced past dropped samples, so its time stays true; the caller should
-``reset()`` its feature windows when ``overruns`` changes.
+source is advanced past dropped samples, so its time stays true. ``flags`` collects
+the report flag bits of what happened (OVERRUN, SENSOR_FAULT for a failed read); the
+caller passes them with the next block to ``dsp.Features.feed`` and clears them.
 """
 
 import sys
