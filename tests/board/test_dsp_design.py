@@ -195,6 +195,14 @@ def _dense(fs: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("fs", RATES)
+def test_committed_coefficients_are_the_design(fs: int) -> None:
+    # The least-squares fit starts from a fixed point and is deterministic here; a
+    # SciPy that lands one LSB away would show up as this failure, not as a wrong band
+    # (the response test below judges the committed table on its own).
+    assert COEFFS[fs] == design(fs)
+
+
+@pytest.mark.parametrize("fs", RATES)
 def test_response_follows_iso2954_nominal_within_tolerance(fs: int) -> None:
     f = _dense(fs)
     got = velocity_ratio(COEFFS[fs], fs, f)
