@@ -1,0 +1,130 @@
+"""SenML (RFC 8428) JSON packs: the bridge's default payload, readable by anything.
+
+One pack per message. The first record carries the base name
+(``urn:dev:bpiiot:<node>:<board>:``), the base time (when the SBC received or queued it,
+Unix seconds) and the bridge's queue sequence number ``qseq`` (gapless per node: a consumer
+spots a gap or a duplicate with it, and asks for a replay from it). Frames also carry the
+board's ``session`` and ``seq``. A message published again says so: ``resend`` (how many
+times before, when a PUBACK did not come) or ``replay`` (acknowledged once, published again
+on request).
+
+Report features use RFC 8428's SI units: ``m/s2`` for acceleration (1 mg = 0.00980665 m/s2),
+``m/s`` for velocity (1 um/s = 1e-6 m/s), ``Cel`` for temperature, ``s`` for time.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bpiiot.bridge.queue import QueuedMessage
+from bpiiot.messages import ReportFlag
+
+MG_TO_M_S2 = 0.00980665
+"""One milligravity in metres per second squared (standard gravity / 1000)."""
+
+_AXES = ("x", "y", "z")
+
+
+def topic(prefix: str, node: str, message: QueuedMessage) -> str:
+    """``<prefix>/<node>/<board>/<kind>``; service events go under ``.../event/<kind>``."""
+    board = message.board or "_sbc"
+    return f"{prefix}/{node}/{board}/{message.kind.replace('.', '/')}"
+
+
+def _record(name: str, value: Any, unit: str | None = None) -> dict[str, Any] | None:
+    rec: dict[str, Any] = {"n": name}
+    if unit:
+        rec["u"] = unit
+    if isinstance(value, bool):
+        rec["vb"] = value
+    elif isinstance(value, int | float):
+        rec["v"] = value
+    elif isinstance(value, str):
+        rec["vs"] = value
+    else:
+        return None
+    return rec
+
+
+def _flatten(prefix: str, value: Any, out: list[dict[str, Any]]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}/{k}" if prefix else str(k), v, out)
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _flatten(f"{prefix}/{i}", v, out)
+    else:
+        rec = _record(prefix, value)
+        if rec is not None:
+            out.append(rec)
+
+
+def _report_records(d: dict[str, Any], out: list[dict[str, Any]]) -> None:
+    out.append({"n": "window_seq", "v": d["window_seq"]})
+    out.append({"n": "board_time", "u": "s", "v": d["board_time_ms"] / 1000})
+    out.append({"n": "samples", "u": "count", "v": d["samples"]})
+    for key, name in (("acc_rms_mg", "acc_rms"), ("acc_peak_mg", "acc_peak")):
+        for axis, v in zip(_AXES, d[key], strict=True):
+            out.append({"n": f"{name}_{axis}", "u": "m/s2", "v": round(v * MG_TO_M_S2, 5)})
+    for axis, v in zip(_AXES, d["vel_rms_um_s"], strict=True):
+        out.append({"n": f"vel_rms_{axis}", "u": "m/s", "v": round(v / 1e6, 6)})
+    if d.get("temperature_cdeg_c") is not None:
+        out.append({"n": "temperature", "u": "Cel", "v": d["temperature_cdeg_c"] / 100})
+    flags = int(d.get("flags", 0))
+    out.append({"n": "flags", "v": flags})
+    if flags:
+        out.append({"n": "flag_names", "vs": ",".join(ReportFlag.names(flags))})
+
+
+def pack(node: str, message: QueuedMessage) -> list[dict[str, Any]]:
+    """The SenML pack (a list of records) of one queued message."""
+    d = message.data
+    board = message.board or "_sbc"
+    out: list[dict[str, Any]] = [
+        {
+            "bn": f"urn:dev:bpiiot:{node}:{board}:",
+            "bt": d.get("received", message.created),
+            "n": "qseq",
+            "v": message.qseq,
+        }
+    ]
+    if "session" in d:
+        out.append({"n": "session", "v": d["session"]})
+        out.append({"n": "seq", "v": d["seq"]})
+    if message.attempts:
+        out.append({"n": "resend", "v": message.attempts})
+    if message.replay:
+        out.append({"n": "replay", "vb": True})
+    if message.kind == "report":
+        _report_records(d, out)
+    else:
+        body = {
+            k: v for k, v in d.items() if k not in ("session", "seq", "received", "authenticated")
+        }
+        _flatten("", body, out)
+    return out
+
+
+def encode(prefix: str, node: str, message: QueuedMessage) -> tuple[str, bytes]:
+    """``(topic, payload)`` of one queued message."""
+    payload = json.dumps(pack(node, message), separators=(",", ":")).encode()
+    return topic(prefix, node, message), payload
+
+
+def decode(payload: bytes) -> dict[str, Any]:
+    """Resolve a pack into ``{name: value}`` (names without the base name), for consumers.
+
+    ``_bn`` and ``_bt`` hold the base name and base time.
+    """
+    records = json.loads(payload)
+    out: dict[str, Any] = {}
+    for rec in records:
+        if "bn" in rec:
+            out["_bn"] = rec["bn"]
+        if "bt" in rec:
+            out["_bt"] = rec["bt"]
+        for key in ("v", "vb", "vs"):
+            if key in rec:
+                out[rec["n"]] = rec[key]
+    return out
