@@ -63,8 +63,14 @@ def publish_events(bus: Bus, n: int, kind: str = "link_stats") -> None:
         bus.publish_event(kind, {"frames_ok": i, "dropped": {"crc": 0}}, board="mill")
 
 
-def assert_all_delivered(counter: Counter, bridge: Bridge, timeout: float = 30) -> None:
-    """Wait for the queue to drain and every qseq to arrive; then judge the copies."""
+def assert_all_delivered(counter: Counter, bridge: Bridge, bus: Bus, timeout: float = 30) -> None:
+    """Mark the end of the stream, wait for it at the subscriber, then judge every qseq."""
+    # The bus hands items over on the bridge's own thread: an end marker published last is
+    # queued last, so once it arrived everything before it was queued too.
+    bus.publish_event("end", {})
+    wait_until(
+        lambda: any(m.topic.endswith("/event/end") for m in counter.messages), timeout, "the end"
+    )
     assert bridge.wait_idle(timeout), bridge.status()
     last = bridge.queue.last_qseq()
     wait_until(lambda: counter.qseqs() >= set(range(1, last + 1)), timeout, "every qseq")
@@ -94,7 +100,7 @@ def test_reports_arrive_as_senml_with_units_session_seq_and_flags(
         frame = bpiiot.wire.FrameVerifier("host", None).verify(enc.encode(report)[:-1])
         bus.publish_frame("press", frame)
         bus.detach("mill")
-        assert_all_delivered(counter, bridge)
+        assert_all_delivered(counter, bridge, bus)
     finally:
         bus.close()
         counter.stop()
@@ -130,7 +136,7 @@ def test_broker_restart_mid_stream_loses_nothing(
         publish_events(bus, 300)
         wait_until(lambda: bridge.status().connected, 15, "the bridge to reconnect")
         bus.detach("mill")
-        assert_all_delivered(counter, bridge)
+        assert_all_delivered(counter, bridge, bus)
     finally:
         bus.close()
         counter.stop()
