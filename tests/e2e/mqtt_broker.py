@@ -231,7 +231,13 @@ class Copy:
 class Counter:
     """A subscriber with a persistent session that keeps every message it gets."""
 
-    def __init__(self, port: int, topic: str = "#", client_id: str = "counter") -> None:
+    def __init__(
+        self,
+        port: int,
+        topic: str = "#",
+        client_id: str = "counter",
+        auth: tuple[str, str] | None = None,
+    ) -> None:
         self.port = port
         self.topic = topic
         self.messages: list[mqtt.MQTTMessage] = []
@@ -241,6 +247,8 @@ class Counter:
             CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False
         )
         self.client.reconnect_delay_set(0.05, 0.5)
+        if auth is not None:
+            self.client.username_pw_set(*auth)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a: self.subscribed.set()
         self.client.on_message = self._on_message
@@ -265,13 +273,22 @@ class Counter:
         self.client.disconnect()
         self.client.loop_stop()
 
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Publish with QoS 1 and wait for the broker's acknowledgement."""
+        self.client.publish(topic, payload, qos=1).wait_for_publish(10)
+
+    def on_topic(self, suffix: str) -> list[mqtt.MQTTMessage]:
+        """Messages received on topics ending with ``suffix``."""
+        with self._lock:
+            return [m for m in self.messages if m.topic.endswith(suffix)]
+
     def copies(self) -> dict[int, list[Copy]]:
         """SenML messages by qseq."""
         with self._lock:
             msgs = list(self.messages)
         out: dict[int, list[Copy]] = defaultdict(list)
         for msg in msgs:
-            if msg.topic.endswith(("/cmd", "/replay")):
+            if msg.topic.endswith(("/cmd", "/replay")) or msg.topic.startswith("spBv1.0/"):
                 continue
             values = senml.decode(msg.payload)
             out[int(values["qseq"])].append(Copy(msg.topic, values, bool(msg.dup)))

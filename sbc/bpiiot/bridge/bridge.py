@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -318,6 +319,7 @@ class Bridge(Listener):
 
     def _run(self) -> None:
         backoff = 0.25
+        cap = max(0.25, self.config.reconnect_max_s)
         last_connect: float | None = None
         while not self._stop.is_set():
             client: mqtt.Client | None = None
@@ -325,16 +327,17 @@ class Bridge(Listener):
                 client, session_present = self._connect()
             except BrokerRefused as exc:
                 self._set_error(str(exc))
-                self._stop.wait(min(backoff, 30.0))
-                backoff = min(backoff * 2, 30.0)
+                # A refusal will not fix itself soon: wait longer between tries.
+                self._stop.wait(min(backoff, 3 * cap))
+                backoff = min(backoff * 2, 3 * cap)
                 continue
             except OSError as exc:
                 self._set_error(
                     f"cannot reach the MQTT broker {self.host}:{self.port}: "
                     f"{exc.strerror or exc}; messages stay queued"
                 )
-                self._stop.wait(min(backoff, 10.0))
-                backoff = min(backoff * 2, 10.0)
+                self._stop.wait(min(backoff, cap))
+                backoff = min(backoff * 2, cap)
                 continue
             backoff = 0.25
             now = time.time()
@@ -357,6 +360,9 @@ class Bridge(Listener):
             last_connect = now
             try:
                 self._serve(client, now)
+            except (sqlite3.Error, QueueFull) as exc:
+                self._set_error(f"bridge queue {self.queue.path}: {exc}; retrying")
+                self._stop.wait(1.0)
             finally:
                 with self._lock:
                     self._connected = False
@@ -393,6 +399,8 @@ class Bridge(Listener):
         deadline = time.monotonic() + 10.0
         while self._connack is None:
             rc = client.loop(0.1)
+            if self._connack is not None:
+                break  # a refusal returns an error code too: the CONNACK says why
             if rc != mqtt.MQTT_ERR_SUCCESS or time.monotonic() > deadline:
                 _close(client)
                 raise ConnectionError(f"no answer to CONNECT ({mqtt.error_string(rc)})")
@@ -462,7 +470,8 @@ class Bridge(Listener):
             rc = client.loop(0.0 if len(inflight) < max_inflight else 0.05)
             if rc != mqtt.MQTT_ERR_SUCCESS:
                 self._set_error(
-                    f"lost the MQTT broker {self.host}:{self.port} ({mqtt.error_string(rc)}); "
+                    f"lost the MQTT broker {self.host}:{self.port} (no answer within the "
+                    f"keepalive, or the connection closed: {mqtt.error_string(rc)}); "
                     "reconnecting, messages stay queued"
                 )
                 return

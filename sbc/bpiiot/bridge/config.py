@@ -44,6 +44,8 @@ class BridgeConfig:
     #: keeps the persistent session under it.
     client_id: str = ""
     keepalive_s: int = 30
+    #: Longest wait between two connection attempts (they start at 0.25 s and double).
+    reconnect_max_s: float = 10.0
     #: CA bundle to verify the broker with (TLS); empty uses the system's.
     ca_file: str = ""
     #: Client certificate and key, for brokers that authenticate clients by certificate.

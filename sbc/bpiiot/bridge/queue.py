@@ -39,6 +39,8 @@ CREATE INDEX IF NOT EXISTS messages_acked ON messages(acked) WHERE acked IS NOT 
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 _SQLITE_FULL = 13
+_SOFT_LIMIT = 0.9
+"""Share of ``max_bytes`` new messages may fill; the rest is for marking them sent and acked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +111,10 @@ class MessageQueue:
         """
         text = json.dumps(data, separators=(",", ":"))
         db = self._db()
+        if self.max_bytes and self.size_bytes() >= self.max_bytes * _SOFT_LIMIT:
+            # Keep the last pages for the publisher's bookkeeping (attempts, acks).
+            if not self._make_room() or self.size_bytes() >= self.max_bytes * _SOFT_LIMIT:
+                raise self._full(f"a {kind} message from {board or 'the service'}")
         sql = "INSERT INTO messages(created, board, kind, data) VALUES (?, ?, ?, ?)"
         try:
             return int(db.execute(sql, (created, board, kind, text)).lastrowid or 0)
@@ -152,28 +158,48 @@ class MessageQueue:
             QueuedMessage(q, c, b, k, json.loads(d), a, bool(r)) for q, c, b, k, d, a, r in rows
         ]
 
-    def mark_sent(self, qseqs: list[int]) -> None:
-        """Count one more publication of each message."""
-        if qseqs:
-            self._db().executemany(
-                "UPDATE messages SET attempts = attempts + 1 WHERE qseq = ?",
-                [(q,) for q in qseqs],
-            )
-
-    def mark_acked(self, qseqs: list[int], now: float | None = None) -> None:
-        """The broker acknowledged these messages (PUBACK)."""
-        if not qseqs:
-            return
-        when = time.time() if now is None else now
+    def _update(self, sql: str, params: list[tuple[Any, ...]]) -> None:
         db = self._db()
         db.execute("BEGIN")
         try:
-            db.executemany(
+            db.executemany(sql, params)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def mark_sent(self, qseqs: list[int]) -> None:
+        """Count one more publication of each message (the ``resend`` marker comes from it)."""
+        if not qseqs:
+            return
+        sql = "UPDATE messages SET attempts = attempts + 1 WHERE qseq = ?"
+        params = [(q,) for q in qseqs]
+        try:
+            self._update(sql, params)
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) != _SQLITE_FULL or not self._make_room():
+                raise
+            self._update(sql, params)
+
+    def mark_acked(self, qseqs: list[int], now: float | None = None) -> None:
+        """The broker acknowledged these messages (PUBACK).
+
+        When the file is too full even for that, they are deleted at once: delivered
+        messages give up their retention before anything waiting is touched.
+        """
+        if not qseqs:
+            return
+        when = time.time() if now is None else now
+        try:
+            self._update(
                 "UPDATE messages SET acked = ? WHERE qseq = ? AND acked IS NULL",
                 [(when, q) for q in qseqs],
             )
-        finally:
-            db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) != _SQLITE_FULL:
+                raise
+            self._update("DELETE FROM messages WHERE qseq = ?", [(q,) for q in qseqs])
 
     def replay_from(self, qseq: int, until: int | None = None) -> int:
         """Publish again the acknowledged messages from ``qseq`` on (to ``until``).
