@@ -10,12 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from board_host import BoardHost
 
 import bpiiot
 from bpiiot import messages as m
@@ -30,42 +28,6 @@ from .mqtt_broker import (
     verdict,
     wait_until,
 )
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    b = Mosquitto(tmp_path / "broker").start()
-    try:
-        yield b
-    finally:
-        b.kill()
-
-
-@pytest.fixture
-def streaming_board() -> Iterator[bpiiot.Board]:
-    """The real firmware on a pty, sending 20 reports a second."""
-    for attempt in range(3):
-        host = BoardHost()
-        host.start()
-        board = None
-        try:
-            board = bpiiot.connect(host.port, timeout_s=5)
-            board.configure(window_ms=100, hop_ms=50)
-        except bpiiot.CommandTimeout:
-            # Seen on this shared machine now and then: the firmware in the Unix port stops
-            # answering right after boot (not a bridge matter); boot a fresh one.
-            if board is not None:
-                board.close()
-            host.stop()
-            if attempt == 2:
-                raise
-            continue
-        try:
-            yield board
-        finally:
-            board.close()
-            host.stop()
-        return
 
 
 def config(tmp_path: Path, url: str, **kw: Any) -> BridgeConfig:

@@ -441,7 +441,14 @@ class Bridge(Listener):
                 self._replay_request(bytes(msg.payload))
                 return
             for request in self.codec.parse_command(msg.topic, bytes(msg.payload)):
-                self._cmd_queue.put(request)
+                if request.command == "rebirth":
+                    # On this (the publisher's) thread: births restart the Sparkplug seq.
+                    for topic, payload in self.codec.births():
+                        client.publish(topic, payload, qos=0)
+                elif request.command == "replay":
+                    self._replay_request(json.dumps(request.args).encode())
+                else:
+                    self._cmd_queue.put(request)
         except CommandRefused as exc:
             with self._lock:
                 self._counts["commands_refused"] += 1

@@ -244,6 +244,15 @@ class MessageQueue:
         row = self._db().execute("SELECT seq FROM sqlite_sequence WHERE name='messages'").fetchone()
         return int(row[0]) if row else 0
 
+    def boards(self) -> list[str]:
+        """Every board name among the kept messages, sorted."""
+        rows = (
+            self._db()
+            .execute("SELECT DISTINCT board FROM messages WHERE board IS NOT NULL ORDER BY board")
+            .fetchall()
+        )
+        return [str(r[0]) for r in rows]
+
     def size_bytes(self) -> int:
         """Bytes used by the database pages."""
         db = self._db()
