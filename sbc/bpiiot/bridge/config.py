@@ -70,8 +70,9 @@ class BridgeConfig:
     queue_max_mb: float = 0.0
     #: Seconds a message stays in the queue after the broker acknowledged it (for replay).
     retention_s: float = 86400.0
-    #: Messages published and not yet acknowledged, at most.
-    max_inflight: int = 1000
+    #: Messages published and not yet acknowledged, at most (paho walks this list on
+    #: every PUBACK, so more is not faster).
+    max_inflight: int = 100
     #: When the broker answers that it lost this client's session (it restarted without
     #: having saved its state), publish again what it acknowledged since the last connect.
     replay_on_session_loss: bool = True
