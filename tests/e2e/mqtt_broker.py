@@ -50,7 +50,13 @@ def wait_until(cond: Any, timeout: float, what: str, step: float = 0.02) -> None
 class Mosquitto:
     """One broker process: :meth:`start`, :meth:`stop` (SIGTERM, it saves), :meth:`kill`."""
 
-    def __init__(self, root: Path, *, users: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        users: dict[str, str] | None = None,
+        tls: dict[str, Path] | None = None,
+    ) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
             raise FileNotFoundError("mosquitto not found: bash tools/install-system-deps.sh")
@@ -76,6 +82,15 @@ class Mosquitto:
         ]
         if os.geteuid() == 0:
             lines.append("user root")
+        if tls:
+            # Clients must show a certificate signed by the CA; its CN is the user name.
+            lines += [
+                f"cafile {tls['ca']}",
+                f"certfile {tls['cert']}",
+                f"keyfile {tls['key']}",
+                "require_certificate true",
+                "use_identity_as_username true",
+            ]
         if users:
             pw = root / "passwd"
             pw.write_text("".join(f"{u}:{p}\n" for u, p in users.items()))
@@ -126,6 +141,30 @@ class Mosquitto:
     def url(self) -> str:
         """The bridge's ``broker_url``."""
         return f"mqtt://127.0.0.1:{self.port}"
+
+
+def make_pki(root: Path, clients: tuple[str, ...]) -> dict[str, Path]:
+    """A throwaway CA, a server certificate for 127.0.0.1 and client certificates (openssl)."""
+    root.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=root)
+
+    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *key, "-days", "2", "-subj", "/CN=test-ca", "-keyout", "ca.key",
+        "-out", "ca.crt")  # fmt: skip
+    out = {"ca": root / "ca.crt"}
+    (root / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name in ("server", *clients):
+        cn = "127.0.0.1" if name == "server" else name
+        run("req", *key, "-subj", f"/CN={cn}", "-keyout", f"{name}.key", "-out", f"{name}.csr")
+        ext = ["-extfile", "san.ext"] if name == "server" else []
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-out", f"{name}.crt", *ext)  # fmt: skip
+        out[f"{name}.crt"] = root / f"{name}.crt"
+        out[f"{name}.key"] = root / f"{name}.key"
+        (root / f"{name}.key").chmod(0o600)
+    return out
 
 
 class TcpProxy:
@@ -241,6 +280,7 @@ class Counter:
         topic: str = "#",
         client_id: str = "counter",
         auth: tuple[str, str] | None = None,
+        tls: tuple[Path, Path, Path] | None = None,
     ) -> None:
         self.port = port
         self.topic = topic
@@ -253,6 +293,9 @@ class Counter:
         self.client.reconnect_delay_set(0.05, 0.5)
         if auth is not None:
             self.client.username_pw_set(*auth)
+        if tls is not None:
+            ca, cert, key = tls
+            self.client.tls_set(ca_certs=str(ca), certfile=str(cert), keyfile=str(key))
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a: self.subscribed.set()
         self.client.on_message = self._on_message

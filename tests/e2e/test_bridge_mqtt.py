@@ -25,6 +25,7 @@ from .mqtt_broker import (
     Mosquitto,
     TcpProxy,
     board_seqs_contiguous,
+    make_pki,
     verdict,
     wait_until,
 )
@@ -319,3 +320,39 @@ def test_full_queue_is_a_clear_error_and_keeps_what_it_holds(
         bus.close()
         if counter is not None:
             counter.stop()
+
+
+def test_tls_with_client_certificates(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki", ("sbc1", "counter"))
+    tls = {"ca": pki["ca"], "cert": pki["server.crt"], "key": pki["server.key"]}
+    broker = Mosquitto(tmp_path / "broker", tls=tls).start()
+    port = broker.port
+    counter = Counter(port, "plant/#", tls=(pki["ca"], pki["counter.crt"], pki["counter.key"]))
+    counter.start()
+    bus = Bus()
+    try:
+        # Without a client certificate the broker ends the handshake: a clear error, queued.
+        anonymous = Bridge(
+            config(tmp_path, f"mqtts://127.0.0.1:{port}", ca_file=str(pki["ca"]))
+        ).start()
+        bus.subscribe(anonymous, name="anonymous")
+        publish_events(bus, 50)
+        wait_until(lambda: "cannot reach" in anonymous.status().last_error, 20, "the refusal")
+        assert anonymous.status().pending >= 50 and counter.qseqs() == set()
+        bus.unsubscribe(anonymous)
+        certified = config(
+            tmp_path,
+            f"mqtts://127.0.0.1:{port}",
+            ca_file=str(pki["ca"]),
+            cert_file=str(pki["sbc1.crt"]),
+            key_file=str(pki["sbc1.key"]),
+        )
+        bridge = Bridge(certified).start()
+        bus.subscribe(bridge, name="bridge")
+        publish_events(bus, 50)
+        assert_all_delivered(counter, bridge, bus)
+        assert bridge.queue.last_qseq() == 101  # 100 events and the end marker
+    finally:
+        bus.close()
+        counter.stop()
+        broker.kill()
