@@ -23,7 +23,7 @@ from bpiiot.messages import ReportFlag
 MG_TO_M_S2 = 0.00980665
 """One milligravity in metres per second squared (standard gravity / 1000)."""
 
-_AXES = ("x", "y", "z")
+_dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
 def topic(prefix: str, node: str, message: QueuedMessage) -> str:
@@ -65,12 +65,17 @@ def _report_records(d: dict[str, Any], out: list[dict[str, Any]]) -> None:
     out.append({"n": "board_time", "u": "s", "v": d["board_time_ms"] / 1000})
     out.append({"n": "samples", "u": "count", "v": d["samples"]})
     for key, name in (("acc_rms_mg", "acc_rms"), ("acc_peak_mg", "acc_peak")):
-        for axis, v in zip(_AXES, d[key], strict=True):
-            out.append({"n": f"{name}_{axis}", "u": "m/s2", "v": round(v * MG_TO_M_S2, 5)})
-    for axis, v in zip(_AXES, d["vel_rms_um_s"], strict=True):
-        out.append({"n": f"vel_rms_{axis}", "u": "m/s", "v": round(v / 1e6, 6)})
-    if d.get("temperature_cdeg_c") is not None:
-        out.append({"n": "temperature", "u": "Cel", "v": d["temperature_cdeg_c"] / 100})
+        x, y, z = d[key]
+        out.append({"n": f"{name}_x", "u": "m/s2", "v": round(x * MG_TO_M_S2, 5)})
+        out.append({"n": f"{name}_y", "u": "m/s2", "v": round(y * MG_TO_M_S2, 5)})
+        out.append({"n": f"{name}_z", "u": "m/s2", "v": round(z * MG_TO_M_S2, 5)})
+    x, y, z = d["vel_rms_um_s"]
+    out.append({"n": "vel_rms_x", "u": "m/s", "v": x / 1e6})
+    out.append({"n": "vel_rms_y", "u": "m/s", "v": y / 1e6})
+    out.append({"n": "vel_rms_z", "u": "m/s", "v": z / 1e6})
+    t = d.get("temperature_cdeg_c")
+    if t is not None:
+        out.append({"n": "temperature", "u": "Cel", "v": t / 100})
     flags = int(d.get("flags", 0))
     out.append({"n": "flags", "v": flags})
     if flags:
@@ -108,7 +113,7 @@ def pack(node: str, message: QueuedMessage) -> list[dict[str, Any]]:
 
 def encode(prefix: str, node: str, message: QueuedMessage) -> tuple[str, bytes]:
     """``(topic, payload)`` of one queued message."""
-    payload = json.dumps(pack(node, message), separators=(",", ":")).encode()
+    payload = _dumps(pack(node, message)).encode()
     return topic(prefix, node, message), payload
 
 
