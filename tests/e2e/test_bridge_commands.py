@@ -16,7 +16,7 @@ from bpiiot.bridge import Bridge, BridgeConfig, senml
 from bpiiot.bridge import sparkplug as spb
 from bpiiot.bus import Bus
 
-from .mqtt_broker import Counter, Mosquitto, wait_until
+from .mqtt_broker import Counter, Mosquitto, TcpProxy, wait_until
 
 
 def config(tmp_path: Path, url: str, **kw: Any) -> BridgeConfig:
@@ -178,3 +178,48 @@ def test_sparkplug_births_deaths_sequence_typed_metrics_and_commands(
     # Every queued message arrived: qseq has no gap.
     qseqs = {metrics(p)["qseq"][1] for t, p in msgs if "DATA" in t or "DDEATH" in t}
     assert qseqs == set(range(1, max(qseqs) + 1))
+
+
+def test_sparkplug_will_on_a_network_cut_then_rebirth_and_the_backlog_as_history(
+    tmp_path: Path, broker: Mosquitto, firmware: tuple[BoardHost, bpiiot.Board]
+) -> None:
+    _, board = firmware
+    proxy = TcpProxy(broker.port)
+    counter = Counter(broker.port, "spBv1.0/#").start()
+    cfg = config(tmp_path, proxy.url, format="sparkplug", keepalive_s=1, reconnect_max_s=0.5)
+    bridge = Bridge(cfg).start()
+    bus = Bus()
+    try:
+        bus.subscribe(bridge, name="bridge")
+        bus.attach("mill", board.link)
+        wait_until(lambda: len(counter.on_topic("DDATA/sbc1/mill")) >= 5, 20, "reports")
+        proxy.cut()
+        # The broker gives up on the silent connection and publishes the will.
+        wait_until(lambda: counter.on_topic("NDEATH/sbc1"), 20, "the will (NDEATH)")
+        wait_until(lambda: bridge.status().pending >= 10, 20, "a backlog")
+        proxy.restore()
+        wait_until(lambda: len(counter.on_topic("NBIRTH/sbc1")) == 2, 20, "the rebirth")
+        bus.detach("mill")
+        assert bridge.wait_idle(30)
+        last = bridge.queue.last_qseq()
+        wait_until(
+            lambda: {metrics(decode(mm)[1])["qseq"][1] for mm in counter.on_topic("/mill")
+                     if "DATA" in mm.topic} >= set(range(1, last + 1)),
+            20,
+            "every qseq",
+        )  # fmt: skip
+    finally:
+        bus.close()
+        counter.stop()
+        proxy.close()
+    births = [metrics(decode(mm)[1])["bdSeq"][1] for mm in counter.on_topic("NBIRTH/sbc1")]
+    (death,) = [metrics(decode(mm)[1])["bdSeq"][1] for mm in counter.on_topic("NDEATH/sbc1")][:1]
+    # The will names the session it ends; the next session has a new bdSeq (one more per
+    # CONNECT sent, and the attempts during the cut sent some).
+    assert death == births[0] and 0 < (births[1] - births[0]) % 256 < 128
+    # What waited in the queue during the cut went out after the rebirth, as history.
+    msgs = [decode(mm) for mm in counter.messages if "CMD/" not in mm.topic]
+    rebirth = [i for i, (t, _) in enumerate(msgs) if t.endswith("NBIRTH/sbc1")][1]
+    after = [metrics(p) for t, p in msgs[rebirth:] if t.endswith("DDATA/sbc1/mill")]
+    assert msgs[rebirth + 1][0].endswith("DBIRTH/sbc1/mill")
+    assert any(mt["qseq"][2] for mt in after)  # is_historical on the backlog

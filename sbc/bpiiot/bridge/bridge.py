@@ -165,7 +165,6 @@ class Bridge(Listener):
             max_bytes=int(config.queue_max_mb * 1e6),
             retention_s=config.retention_s,
         )
-        self.session = self.queue.next_counter("bridge_session")
         if codec is None:
             if config.format == "sparkplug":
                 from bpiiot.bridge.sparkplug import SparkplugCodec

@@ -37,7 +37,10 @@ def find_board(boards: BoardLookup | None, name: str | None) -> Board:
     """The board called ``name``; raises :class:`CommandRefused` when there is none."""
     board: Board | None = None
     if boards is not None and name:
-        board = boards(name) if callable(boards) else boards.get(name)
+        try:
+            board = boards(name) if callable(boards) else boards.get(name)
+        except (KeyError, LookupError):
+            board = None
     if board is None:
         raise CommandRefused(f"no board called {name!r} on this SBC")
     return board
