@@ -132,6 +132,8 @@ class BridgeStatus:
     session_losses: int
     commands_run: int
     commands_refused: int
+    unpublishable: int
+    """Rows the codec could not encode (logged, set aside)."""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly snapshot."""
@@ -192,6 +194,7 @@ class Bridge(Listener):
                 "session_losses",
                 "commands_run",
                 "commands_refused",
+                "unpublishable",
             ),
             0,
         )
@@ -378,12 +381,23 @@ class Bridge(Listener):
             except (sqlite3.Error, QueueFull) as exc:
                 self._set_error(f"bridge queue {self.queue.path}: {exc}; retrying")
                 self._stop.wait(1.0)
+            except Exception as exc:  # the publisher must outlive any one failure
+                log.exception("bridge publisher failed; reconnecting")
+                self._set_error(f"bridge publisher failed: {exc!r}; retrying")
+                self._stop.wait(1.0)
             finally:
                 with self._lock:
                     self._connected = False
+                self._flush_acks()
                 self._inflight.clear()
-                self._acks.clear()
                 _close(client)
+
+    def _flush_acks(self) -> None:
+        acks, self._acks = self._acks, []
+        if acks:
+            self.queue.mark_acked(acks)
+            with self._lock:
+                self._counts["acked"] += len(acks)
 
     def _connect(self) -> tuple[mqtt.Client, bool]:
         cfg = self.config
@@ -498,10 +512,7 @@ class Bridge(Listener):
                 )
                 return
             if self._acks:
-                acks, self._acks = self._acks, []
-                self.queue.mark_acked(acks)
-                with self._lock:
-                    self._counts["acked"] += len(acks)
+                self._flush_acks()
             with self._lock:
                 replays, self._replays = self._replays, []
             if replays:
@@ -516,9 +527,19 @@ class Bridge(Listener):
                     cursor = row.qseq
                     if row.qseq in busy:
                         continue
-                    for topic, payload in self.codec.prelude(row):
-                        client.publish(topic, payload, qos=0)
-                    topic, payload = self.codec.encode(row, row.created < connected_at)
+                    try:
+                        prelude = self.codec.prelude(row)
+                        topic, payload = self.codec.encode(row, row.created < connected_at)
+                    except Exception as exc:
+                        # One bad row must not block the queue: it is set aside (acked
+                        # without a broker, kept for the retention) and counted.
+                        log.error("bridge cannot encode qseq %d (%s): %r", row.qseq, row.kind, exc)
+                        self.queue.mark_acked([row.qseq])
+                        with self._lock:
+                            self._counts["unpublishable"] += 1
+                        continue
+                    for pre_topic, pre_payload in prelude:
+                        client.publish(pre_topic, pre_payload, qos=0)
                     info = client.publish(topic, payload, qos=1)
                     if info.rc != mqtt.MQTT_ERR_SUCCESS:
                         break

@@ -187,7 +187,11 @@ class SparkplugCodec:
             metric.timestamp = kw["timestamp"]
         if kw.get("historical"):
             metric.is_historical = True
-        _set_value(metric, datatype, value)
+        try:
+            _set_value(metric, datatype, value)
+        except (TypeError, ValueError):
+            del payload.metrics[-1]
+            raise
         return metric
 
     def _device_topic(self, board: str, kind: str) -> str:
@@ -284,7 +288,10 @@ class SparkplugCodec:
             extra = {k: v for k, v in d.items() if k not in fields and k != "time"}
             for field, datatype in fields.items():
                 if field in d:
-                    add(f"Event/{ev}/{field}", datatype, d[field])
+                    try:
+                        add(f"Event/{ev}/{field}", datatype, d[field])
+                    except (TypeError, ValueError):
+                        extra[field] = d[field]  # not of the declared type: sent as text
             if extra or not fields:
                 add("Event/other", STRING, json.dumps({"kind": ev, **extra}))
         else:
