@@ -82,26 +82,33 @@ class SenmlCodec:
         self.node = node
 
     def will(self) -> tuple[str, bytes] | None:
+        """No last will: a consumer sees the bridge's liveness in the message flow."""
         return None
 
     def births(self) -> list[tuple[str, bytes]]:
+        """Nothing to announce on connect."""
         return []
 
     def prelude(self, message: QueuedMessage) -> list[tuple[str, bytes]]:
+        """Nothing precedes a message."""
         return []
 
     def encode(self, message: QueuedMessage, historical: bool) -> tuple[str, bytes]:
+        """The SenML pack (``resend``/``replay`` mark copies; history needs no mark)."""
         from bpiiot.bridge import senml
 
         return senml.encode(self.prefix, self.node, message)
 
     def death(self) -> tuple[str, bytes] | None:
+        """Nothing to say before a clean disconnect."""
         return None
 
     def command_topics(self) -> list[str]:
+        """``<prefix>/<node>/<board>/cmd`` for every board."""
         return [f"{self.prefix}/{self.node}/+/cmd"]
 
     def parse_command(self, topic: str, payload: bytes) -> list[CommandRequest]:
+        """``{"command": "...", "args": {...}, "id": "..."}`` on a board's cmd topic."""
         parts = topic.split("/")
         board = parts[-2] if len(parts) >= 2 else ""
         try:
