@@ -337,9 +337,21 @@ class Counter:
         for msg in msgs:
             if msg.topic.endswith(("/cmd", "/replay")) or msg.topic.startswith("spBv1.0/"):
                 continue
-            values = senml.decode(msg.payload)
-            out[int(values["qseq"])].append(Copy(msg.topic, values, bool(msg.dup)))
+            for values in senml.unpack(msg.payload):  # a backlog may come batched
+                out[int(values["qseq"])].append(Copy(msg.topic, values, bool(msg.dup)))
         return out
+
+    def batches(self) -> int:
+        """How many received MQTT messages carried more than one queued message."""
+        with self._lock:
+            msgs = list(self.messages)
+        return sum(
+            1
+            for m in msgs
+            if not m.topic.startswith("spBv1.0/")
+            and not m.topic.endswith(("/cmd", "/replay"))
+            and len(senml.unpack(m.payload)) > 1
+        )
 
     def qseqs(self) -> set[int]:
         return set(self.copies())

@@ -40,7 +40,7 @@ def outputs(host: BoardHost) -> dict[str, int]:
 
 
 def results(counter: Counter) -> list[dict[str, Any]]:
-    return [senml.decode(m.payload) for m in counter.on_topic("/cmd_result")]
+    return [v for m in counter.on_topic("/cmd_result") for v in senml.unpack(m.payload)]
 
 
 def test_senml_commands_go_through_the_sdk_only_when_allowed(

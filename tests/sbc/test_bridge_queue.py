@@ -141,3 +141,16 @@ def test_password_file_must_be_private(tmp_path: Path) -> None:
     os.chmod(pw, 0o600)
     assert cfg.read_password() == "s3cret"
     assert "s3cret" not in repr(cfg)
+
+
+def test_batched_packs_split_back_into_messages() -> None:
+    from bpiiot.bridge.bridge import SenmlCodec
+
+    codec = SenmlCodec("p", "n")
+    rows = [report_row(qseq=q, attempts=a) for q, a in ((7, 0), (8, 1), (9, 0))]
+    body = codec.join([codec.encode(r, False)[1] for r in rows])
+    assert isinstance(json.loads(body), list)  # still one SenML pack, valid JSON
+    got = senml.unpack(body)
+    assert [m["qseq"] for m in got] == [7, 8, 9]
+    assert [m.get("resend") for m in got] == [None, 1, None]
+    assert all(m["_bn"] == "urn:dev:bpiiot:n:mill:" for m in got)

@@ -43,12 +43,19 @@ from bpiiot.messages import Report
 log = logging.getLogger("bpiiot.bridge")
 
 _PRUNE_EVERY_S = 30.0
+_BATCH_BYTES = 64_000
+"""Upper bound of one batched MQTT message."""
 
 
 class Codec(Protocol):
     """A payload convention: topics, payloads, births and commands."""
 
     clean_session: bool
+    batches: bool
+    """Whether queued messages of one topic may share an MQTT message (:meth:`join`)."""
+
+    def join(self, payloads: list[bytes]) -> bytes:
+        """One payload carrying several encoded messages, in order."""
 
     def will(self) -> tuple[str, bytes] | None:
         """The last will for the next connection (Sparkplug's NDEATH), if any."""
@@ -76,10 +83,15 @@ class SenmlCodec:
     """SenML JSON on ``<prefix>/<node>/<board>/<kind>``; commands on ``.../<board>/cmd``."""
 
     clean_session = False
+    batches = True
 
     def __init__(self, prefix: str, node: str) -> None:
         self.prefix = prefix.rstrip("/")
         self.node = node
+
+    def join(self, payloads: list[bytes]) -> bytes:
+        """Packs in one JSON array: each starts with its own base name and time."""
+        return b"[" + b",".join(p[1:-1] for p in payloads) + b"]"
 
     def will(self) -> tuple[str, bytes] | None:
         """No last will: a consumer sees the bridge's liveness in the message flow."""
@@ -205,7 +217,7 @@ class Bridge(Listener):
             ),
             0,
         )
-        self._inflight: dict[int, int] = {}
+        self._inflight: dict[int, list[int]] = {}
         self._acks: list[int] = []
         self._connack: tuple[bool, bool, str] | None = None
 
@@ -467,9 +479,9 @@ class Bridge(Listener):
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any
     ) -> None:
-        qseq = self._inflight.pop(mid, None)
-        if qseq is not None:
-            self._acks.append(qseq)
+        qseqs = self._inflight.pop(mid, None)
+        if qseqs is not None:
+            self._acks.extend(qseqs)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
@@ -508,6 +520,7 @@ class Bridge(Listener):
         rewound_until = 0  # after a replay, rows up to here may be in flight already
         last_prune = 0.0
         max_inflight = self.config.max_inflight
+        batch_max = self.config.batch_max if self.codec.batches else 1
         inflight = self._inflight
         while not self._stop.is_set():
             rc = client.loop(0.0 if len(inflight) < max_inflight else 0.05)
@@ -528,12 +541,21 @@ class Bridge(Listener):
             space = max_inflight - len(inflight)
             sent: list[int] = []
             if space > 0:
-                busy = set(inflight.values()) if cursor < rewound_until else set()
-                rows = self.queue.pending(cursor, min(space, 500) + len(busy))
+                busy = (
+                    {q for qs in inflight.values() for q in qs} if cursor < rewound_until else set()
+                )
+                rows = self.queue.pending(cursor, min(space * batch_max, 2000) + len(busy))
+                group: list[QueuedMessage] = []
+                payloads: list[bytes] = []
+                group_topic = ""
+                size = 0
+                opened = 0  # MQTT messages begun in this pass (at most ``space``)
                 for row in rows:
-                    cursor = row.qseq
                     if row.qseq in busy:
+                        cursor = row.qseq
                         continue
+                    if not self.codec.batches and opened >= space:
+                        break  # before encoding: a Sparkplug seq must not be spent for nothing
                     try:
                         prelude = self.codec.prelude(row)
                         topic, payload = self.codec.encode(row, row.created < connected_at)
@@ -544,18 +566,33 @@ class Bridge(Listener):
                         self.queue.mark_acked([row.qseq])
                         with self._lock:
                             self._counts["unpublishable"] += 1
+                        cursor = row.qseq
                         continue
+                    joins = (
+                        bool(group)
+                        and topic == group_topic
+                        and len(group) < batch_max
+                        and size + len(payload) <= _BATCH_BYTES
+                    )
+                    if not joins:
+                        if group:
+                            if not self._send(client, group_topic, group, payloads, sent):
+                                cursor = group[0].qseq - 1
+                                group = []
+                                break
+                            group, payloads, size = [], [], 0
+                        if opened >= space:
+                            break  # this row waits for the next pass (SenML: no state spent)
+                        opened += 1
                     for pre_topic, pre_payload in prelude:
                         client.publish(pre_topic, pre_payload, qos=0)
-                    info = client.publish(topic, payload, qos=1)
-                    if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                        break
-                    inflight[info.mid] = row.qseq
-                    sent.append(row.qseq)
-                    if row.attempts:
-                        self._counts["resent"] += 1
-                    if len(sent) >= space:
-                        break
+                    group.append(row)
+                    payloads.append(payload)
+                    group_topic = topic
+                    size += len(payload)
+                    cursor = row.qseq
+                if group and not self._send(client, group_topic, group, payloads, sent):
+                    cursor = group[0].qseq - 1
             if sent:
                 self.queue.mark_sent(sent)
                 with self._lock:
@@ -576,6 +613,28 @@ class Bridge(Listener):
             while not info.is_published() and time.monotonic() < deadline:
                 if client.loop(0.05) != mqtt.MQTT_ERR_SUCCESS:
                     break
+
+    def _send(
+        self,
+        client: mqtt.Client,
+        topic: str,
+        rows: list[QueuedMessage],
+        payloads: list[bytes],
+        sent: list[int],
+    ) -> bool:
+        """Publish ``rows`` as one MQTT message; False if paho could not take it."""
+        body = payloads[0] if len(payloads) == 1 else self.codec.join(payloads)
+        info = client.publish(topic, body, qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            return False
+        qseqs = [r.qseq for r in rows]
+        self._inflight[info.mid] = qseqs
+        sent.extend(qseqs)
+        resent = sum(1 for r in rows if r.attempts)
+        if resent:
+            with self._lock:
+                self._counts["resent"] += resent
+        return True
 
     # -- commands ------------------------------------------------------------------
 

@@ -73,6 +73,9 @@ class BridgeConfig:
     #: Messages published and not yet acknowledged, at most (paho walks this list on
     #: every PUBACK, so more is not faster).
     max_inflight: int = 100
+    #: SenML: when a backlog waits, up to this many queued messages of one topic travel in
+    #: one MQTT message (one pack after the other in a JSON array); 1 sends each alone.
+    batch_max: int = 50
     #: When the broker answers that it lost this client's session (it restarted without
     #: having saved its state), publish again what it acknowledged since the last connect.
     replay_on_session_loss: bool = True
@@ -95,6 +98,8 @@ class BridgeConfig:
             raise BridgeConfigError("[bridge] retention_s and queue_max_mb must be >= 0")
         if not 1 <= self.max_inflight <= 60000:
             raise BridgeConfigError("[bridge] max_inflight must be 1..60000")
+        if not 1 <= self.batch_max <= 1000:
+            raise BridgeConfigError("[bridge] batch_max must be 1..1000")
         self.broker()  # fail early on a malformed URL
 
     def broker(self) -> tuple[str, int, bool]:

@@ -8,6 +8,10 @@ board's ``session`` and ``seq``. A message published again says so: ``resend`` (
 times before, when a PUBACK did not come) or ``replay`` (acknowledged once, published again
 on request).
 
+When a backlog waits, several messages of one topic may share an MQTT message: their packs
+follow each other in one JSON array, each opening with its own base name and time
+(:func:`unpack` splits them).
+
 Report features use RFC 8428's SI units: ``m/s2`` for acceleration (1 mg = 0.00980665 m/s2),
 ``m/s`` for velocity (1 um/s = 1e-6 m/s), ``Cel`` for temperature, ``s`` for time.
 """
@@ -117,19 +121,27 @@ def encode(prefix: str, node: str, message: QueuedMessage) -> tuple[str, bytes]:
     return topic(prefix, node, message), payload
 
 
-def decode(payload: bytes) -> dict[str, Any]:
-    """Resolve a pack into ``{name: value}`` (names without the base name), for consumers.
+def unpack(payload: bytes) -> list[dict[str, Any]]:
+    """Every message in a payload (one pack, or several joined), each as ``{name: value}``.
 
-    ``_bn`` and ``_bt`` hold the base name and base time.
+    A message starts at a record with a base name; ``_bn`` and ``_bt`` hold the base name
+    and base time.
     """
-    records = json.loads(payload)
-    out: dict[str, Any] = {}
-    for rec in records:
+    out: list[dict[str, Any]] = []
+    for rec in json.loads(payload):
+        if "bn" in rec or not out:
+            out.append({})
+        cur = out[-1]
         if "bn" in rec:
-            out["_bn"] = rec["bn"]
+            cur["_bn"] = rec["bn"]
         if "bt" in rec:
-            out["_bt"] = rec["bt"]
+            cur["_bt"] = rec["bt"]
         for key in ("v", "vb", "vs"):
             if key in rec:
-                out[rec["n"]] = rec[key]
+                cur[rec["n"]] = rec[key]
     return out
+
+
+def decode(payload: bytes) -> dict[str, Any]:
+    """The first (usually only) message of a payload, as :func:`unpack` gives it."""
+    return unpack(payload)[0]

@@ -156,6 +156,7 @@ class SparkplugCodec:
     """The bridge's Sparkplug B convention (see the module docstring)."""
 
     clean_session = True
+    batches = False
 
     def __init__(self, group_id: str, edge_node_id: str, queue: MessageQueue) -> None:
         self.group_id = group_id
@@ -196,6 +197,10 @@ class SparkplugCodec:
 
     def _device_topic(self, board: str, kind: str) -> str:
         return str(self.topic.construct_device_topic(board).construct(kind))
+
+    def join(self, payloads: list[bytes]) -> bytes:
+        """Never called (``batches`` is False): each Sparkplug message has its own seq."""
+        raise ValueError("Sparkplug messages are not batched")
 
     # -- connection ------------------------------------------------------------------
 
