@@ -316,7 +316,7 @@ def test_full_queue_is_a_clear_error_and_keeps_what_it_holds(
         status = bridge.status()
         assert status.dropped_full > 0
         assert bus.stats()["bridge"]["errors"] == status.dropped_full
-        assert "is full" in status.last_error and "queue_max_mb=0.06" in status.last_error
+        assert "is full" in status.queue_error and "queue_max_mb=0.06" in status.queue_error
         full_logs = [r for r in caplog.records if "is full" in r.getMessage()]
         assert len(full_logs) == 1  # one line per episode, not one per message
         kept = bridge.queue.last_qseq()
@@ -327,6 +327,11 @@ def test_full_queue_is_a_clear_error_and_keeps_what_it_holds(
         wait_until(lambda: counter.qseqs() >= set(range(1, kept + 1)), 30, "every kept qseq")
         lost, unmarked, _ = verdict(counter, range(1, kept + 1))
         assert lost == [] and unmarked == []
+        # Drained, it takes new messages again and says so.
+        publish_events(bus, 10)
+        assert_all_delivered(counter, bridge, bus)
+        assert bridge.status().queue_error == ""
+        assert "accepts messages again" in caplog.text
     finally:
         bus.close()
         if counter is not None:

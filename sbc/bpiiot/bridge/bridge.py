@@ -142,6 +142,9 @@ class BridgeStatus:
     connected: bool
     broker: str
     last_error: str
+    """The last connection problem (empty while connected)."""
+    queue_error: str
+    """Why messages are being refused right now (a full queue); empty when they are not."""
     pending: int
     published: int
     acked: int
@@ -202,6 +205,7 @@ class Bridge(Listener):
         self._replays: list[tuple[int, int | None]] = []
         self._connected = False
         self._last_error = ""
+        self._queue_error = ""
         self._full = False
         self._counts = dict.fromkeys(
             (
@@ -298,10 +302,12 @@ class Bridge(Listener):
         except QueueFull as exc:
             with self._lock:
                 self._counts["dropped_full"] += 1
-                self._last_error = str(exc)
+                self._queue_error = str(exc)
             raise
         if self._full:
             self._full = False
+            with self._lock:
+                self._queue_error = ""
             log.warning(
                 "bridge queue accepts messages again (%d dropped while it was full)",
                 self._counts["dropped_full"],
@@ -327,11 +333,12 @@ class Bridge(Listener):
         """A snapshot of the connection and the counters."""
         with self._lock:
             c = dict(self._counts)
-            connected, err = self._connected, self._last_error
+            connected, err, qerr = self._connected, self._last_error, self._queue_error
         return BridgeStatus(
             connected=connected,
             broker=f"{self.host}:{self.port}",
             last_error=err,
+            queue_error=qerr,
             pending=self.queue.pending_count(),
             **c,
         )
@@ -594,7 +601,14 @@ class Bridge(Listener):
                 if group and not self._send(client, group_topic, group, payloads, sent):
                     cursor = group[0].qseq - 1
             if sent:
-                self.queue.mark_sent(sent)
+                if not self.queue.mark_sent(sent) and not self._full:
+                    log.warning(
+                        "bridge queue %s is too full to count publications: a resend of "
+                        "qseq %d-%d may lack its marker",
+                        self.queue.path,
+                        sent[0],
+                        sent[-1],
+                    )
                 with self._lock:
                     self._counts["published"] += len(sent)
             else:

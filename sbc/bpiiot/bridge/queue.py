@@ -39,8 +39,9 @@ CREATE INDEX IF NOT EXISTS messages_acked ON messages(acked) WHERE acked IS NOT 
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 _SQLITE_FULL = 13
-_SOFT_LIMIT = 0.9
-"""Share of ``max_bytes`` new messages may fill; the rest is for marking them sent and acked."""
+_RESERVE = 0.1
+"""Share of ``max_bytes`` (two pages at least) new messages may not fill: it is kept for
+marking them sent and acknowledged, which needs room too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,7 @@ class MessageQueue:
         self._conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._page_size = 4096
+        self._insert_pages = 0  # pages new messages may fill (0: no bound)
         db = self._db()
         db.executescript(_SCHEMA)
 
@@ -91,6 +93,7 @@ class MessageQueue:
                 # full disk.
                 pages = max(8, self.max_bytes // self._page_size)
                 db.execute(f"PRAGMA max_page_count={pages}")
+                self._insert_pages = pages - max(2, int(pages * _RESERVE))
             self._local.db = db
             with self._lock:
                 self._conns.append(db)
@@ -111,9 +114,9 @@ class MessageQueue:
         """
         text = json.dumps(data, separators=(",", ":"))
         db = self._db()
-        if self.max_bytes and self.size_bytes() >= self.max_bytes * _SOFT_LIMIT:
+        if self._insert_pages and self._used_pages() >= self._insert_pages:
             # Keep the last pages for the publisher's bookkeeping (attempts, acks).
-            if not self._make_room() or self.size_bytes() >= self.max_bytes * _SOFT_LIMIT:
+            if not self._make_room() or self._used_pages() >= self._insert_pages:
                 raise self._full(f"a {kind} message from {board or 'the service'}")
         sql = "INSERT INTO messages(created, board, kind, data) VALUES (?, ?, ?, ?)"
         try:
@@ -169,18 +172,26 @@ class MessageQueue:
                 db.execute("ROLLBACK")
             raise
 
-    def mark_sent(self, qseqs: list[int]) -> None:
-        """Count one more publication of each message (the ``resend`` marker comes from it)."""
+    def mark_sent(self, qseqs: list[int]) -> bool:
+        """Count one more publication of each message (the ``resend`` marker comes from it).
+
+        False when even the reserve of a full file had no room for it (then a later copy
+        of these messages may go out without its ``resend`` marker).
+        """
         if not qseqs:
-            return
+            return True
         sql = "UPDATE messages SET attempts = attempts + 1 WHERE qseq = ?"
         params = [(q,) for q in qseqs]
-        try:
-            self._update(sql, params)
-        except sqlite3.OperationalError as exc:
-            if getattr(exc, "sqlite_errorcode", None) != _SQLITE_FULL or not self._make_room():
-                raise
-            self._update(sql, params)
+        for attempt in range(2):
+            try:
+                self._update(sql, params)
+                return True
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorcode", None) != _SQLITE_FULL:
+                    raise
+                if attempt or not self._make_room():
+                    return False
+        return False
 
     def mark_acked(self, qseqs: list[int], now: float | None = None) -> None:
         """The broker acknowledged these messages (PUBACK).
@@ -252,6 +263,11 @@ class MessageQueue:
             .fetchall()
         )
         return [str(r[0]) for r in rows]
+
+    def _used_pages(self) -> int:
+        db = self._db()
+        pages = int(db.execute("PRAGMA page_count").fetchone()[0])
+        return pages - int(db.execute("PRAGMA freelist_count").fetchone()[0])
 
     def size_bytes(self) -> int:
         """Bytes used by the database pages."""
