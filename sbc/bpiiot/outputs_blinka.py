@@ -47,6 +47,18 @@ class GpioConfig:
     outputs: dict[str, str] = field(default_factory=dict)
     active_low: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.outputs, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.outputs.items()
+        ):
+            raise BlinkaOutputError(
+                '[gpio] outputs must map names to Blinka pin names, e.g. { lamp = "D17" }'
+            )
+        if not isinstance(self.active_low, list) or not all(
+            isinstance(n, str) for n in self.active_low
+        ):
+            raise BlinkaOutputError("[gpio] active_low must be a list of output names")
+
 
 register_section("gpio", GpioConfig)
 

@@ -7,6 +7,7 @@ the backend is judged by what DigitalInOut asks of the pin underneath.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import ClassVar
 
 os.environ.setdefault("BLINKA_SKIP_DEPENDENCY_CHECK", "1")  # never offer to pip-install
@@ -106,3 +107,15 @@ def test_a_machine_without_gpio_says_so_in_one_line() -> None:
 def test_active_low_must_name_a_configured_output(pins: type[RecordingPin]) -> None:
     with pytest.raises(BlinkaOutputError, match="active_low"):
         BlinkaOutputs({"lamp": pins(5)}, active_low=["relay"])
+
+
+def test_gpio_table_is_checked(tmp_path: Path) -> None:
+    from bpiiot import config
+
+    path = tmp_path / "config.toml"
+    path.write_text('[gpio]\noutputs = { lamp = "D17" }\nactive_low = ["lamp"]\n')
+    section = config.load(path).section("gpio")
+    assert section == GpioConfig(outputs={"lamp": "D17"}, active_low=["lamp"])
+    path.write_text("[gpio]\noutputs = { lamp = 17 }\n")
+    with pytest.raises(BlinkaOutputError, match="Blinka pin names"):
+        config.load(path)
