@@ -140,6 +140,16 @@ FAULTS = (
         "set_key is acked under the old key, then the board tags its frames",
     ),
     Fault(
+        "sends a message type the SBC does not know",
+        (
+            (
+                "    def config_payload(self):\n",
+                "        self.send(0x08, [1])\n\n    def config_payload(self):\n",
+            ),
+        ),
+        "no board frame failed verification",
+    ),
+    Fault(
         "switches keys before the ack, keyed",
         (
             (
@@ -149,6 +159,18 @@ FAULTS = (
         ),
         "set_key is acked under the old key, then the board tags its frames",
         keyed=True,
+    ),
+)
+
+
+#: Changed firmware that must still pass: a protocol 1.1 board speaks 1.0 until asked
+#: (SPEC.md section 6), so a 1.0 SBC and its suite see a conforming board.
+GOOD = (
+    Fault("unmodified firmware", (), ""),
+    Fault(
+        "protocol 1.1 board",
+        (("_VERSION_MINOR = const(0)", "_VERSION_MINOR = const(1)"),),
+        "",
     ),
 )
 
