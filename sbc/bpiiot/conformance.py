@@ -698,8 +698,7 @@ def _suite(r: _Runner, key: bytes | None, report_timeout_s: float, reboot: bool)
 
     r.check("window reports arrive, window_seq steps by one", reports)
     _mac_checks(r, key)
-    if reboot:
-        _reboot_checks(r)
+    _reboot_checks(r, reboot)
 
 
 def _silent_checks(r: _Runner) -> None:
@@ -983,10 +982,12 @@ def _save_test_key(test_key: bytes) -> str:
     return path
 
 
-def _reboot_checks(r: _Runner) -> None:
+def _reboot_checks(r: _Runner, asked: bool) -> None:
     b = r.board
 
     def reboot() -> str:
+        if not asked:
+            raise _NotApplicable("not asked for (--reboot restarts the board once)")
         if not r.caps() & m.CAP_REBOOT:
             raise _NotApplicable("board does not announce REBOOT")
         before = b.hello

@@ -25,6 +25,8 @@ class Fault:
     patches: tuple[tuple[str, str], ...]
     check: str
     keyed: bool = False
+    explains: str = ""
+    """Text a failure's detail must contain: the real fault named, not just "no answer"."""
 
 
 FAULTS = (
@@ -39,6 +41,7 @@ FAULTS = (
             ),
         ),
         "every ack and nack names a command's seq, one answer per command",
+        explains="the board answered ack ref_seq",
     ),
     Fault(
         "repeated sequence numbers",
@@ -50,6 +53,7 @@ FAULTS = (
             ),
         ),
         "board sequence numbers grow by one per frame",
+        explains="for replay",
     ),
     Fault(
         "bad CRC on some frames",
@@ -61,6 +65,7 @@ FAULTS = (
             ),
         ),
         "no board frame failed verification",
+        explains="for crc",
     ),
     Fault(
         "replay state advances on a MAC failure",
@@ -106,6 +111,7 @@ FAULTS = (
         "wrong version",
         (("_VERSION_MAJOR = const(1)", "_VERSION_MAJOR = const(2)"),),
         "hello on request, protocol 1.x",
+        explains="carry protocol major version 2",
     ),
     Fault(
         "status after its ack",
@@ -159,6 +165,7 @@ FAULTS = (
         ),
         "set_key is acked under the old key, then the board tags its frames",
         keyed=True,
+        explains="for mac",
     ),
 )
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import subprocess
 import sys
+import tty
 
 import bpiiot
 from bpiiot.conformance import run
@@ -75,3 +77,25 @@ def test_conformance_fails_cleanly_without_a_board(tmp_path) -> None:
     assert not result.passed
     assert result.checks[0].name == "open port"
     assert "cannot open" in result.checks[0].detail
+
+
+def test_a_silent_port_fails_every_closing_check_and_reports_the_rest_not_run() -> None:
+    master, slave = pty.openpty()  # nothing answers on the other side
+    try:
+        tty.setraw(slave)
+        result = run(os.ttyname(slave), timeout_s=0.3)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert not result.passed
+    by_status: dict[str, list[str]] = {}
+    for c in result.checks:
+        by_status.setdefault(c.status, []).append(c.name)
+    assert by_status["fail"][0] == "hello on request, protocol 1.x"
+    closing = [c for c in result.checks if c.name.startswith(("every ", "no board", "board seq"))]
+    assert len(closing) == 5
+    assert all(c.status == "fail" and "no board frame was seen" in c.detail for c in closing)
+    assert len(by_status["not run"]) > 40
+    assert all(
+        c.detail == "no hello from the board" for c in result.checks if c.status == "not run"
+    )

@@ -48,6 +48,7 @@ def _conformance(fault: Fault, tmp: Path) -> dict[str, Any]:
                 # -O: verdicts are explicit failures, not asserts that python -O removes.
                 *(sys.executable, "-O", "-m", "bpiiot.cli", "conformance", host.port, "--json"),
                 *("--output-pin", "2", "--timeout", "2" if fault in GOOD else "1", *key_args),
+                *(("--reboot",) if fault in GOOD else ()),
             ],
             capture_output=True,
             text=True,
@@ -112,6 +113,9 @@ def test_broken_board_fails_on_its_check(runs, fault: Fault) -> None:
     by_name = {c["name"]: c for c in doc["checks"]}
     assert fault.check in by_name, f"{fault.check!r} not reported:\n{text}"
     assert by_name[fault.check]["status"] == "fail", text
+    if fault.explains:
+        failed = [c["detail"] for c in doc["checks"] if c["status"] == "fail"]
+        assert any(fault.explains in d for d in failed), text
     # Every check is reported: as many as on the good board (a board's fault never
     # ends the report early), each with a reason unless it passed.
     good = {c["name"] for c in _doc(runs[GOOD[0].name])["checks"]}
