@@ -297,7 +297,9 @@ class _Runner:
             return False
         except BpiiotError as exc:
             why = self.explain(dropped, index, sent)
-            self.result.checks.append(Check(name, "fail", f"{exc}{why}"))
+            # The real fault first: a reply dropped for crc is not "no answer".
+            text = f"{why.removeprefix('; ')}; {exc}" if why else str(exc)
+            self.result.checks.append(Check(name, "fail", text))
             if isinstance(exc, CommandTimeout):
                 self._silent_commands += 1
                 if self._silent_commands >= 3:
@@ -323,7 +325,9 @@ class _Runner:
         reasons = {k: v for k, v in lost.items() if v > 0}
         if reasons:
             listed = ", ".join(f"{v} for {k}" for k, v in sorted(reasons.items()))
-            parts.append(f"meanwhile the link dropped board frames: {listed}")
+            parts.append(
+                f"the link dropped board frames meanwhile (the answer among them?): {listed}"
+            )
         ours = set(self.link.sent[sent:])
         got = self.watch.since(index)
         stray = [
