@@ -6,13 +6,23 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bpiiot import messages as m
 from bpiiot.errors import BpiiotError
 from bpiiot.files import LINK_KEY_ENV, KeyFileError, read_link_key
 
-__all__ = ["KEY_ENV", "KeyFileError", "load_link_key", "register"]
+__all__ = [
+    "KEY_ENV",
+    "KeyFileError",
+    "add_insecure_permissions",
+    "int_range",
+    "load_link_key",
+    "non_negative_float",
+    "positive_float",
+    "register",
+]
 
 KEY_ENV = LINK_KEY_ENV
 
@@ -44,7 +54,7 @@ def non_negative_float(text: str) -> float:
     return positive_float(text)
 
 
-def int_range(lo: int, hi: int | None = None) -> Any:
+def int_range(lo: int, hi: int | None = None) -> Callable[[str], int]:
     """argparse type: an integer in lo..hi (no upper bound when hi is None)."""
 
     def parse(text: str) -> int:
