@@ -493,7 +493,8 @@ def _suite(r: _Runner, key: bytes | None, report_timeout_s: float, reboot: bool)
         except CommandTimeout:
             if b.hello is None:
                 raise
-            raise _Fail("a hello came, but no ack naming the hello_request's seq") from None
+            why = r.explain(Counter(), 0, 0)  # the first check: everything so far is its own
+            raise _Fail(f"a hello came, but no ack naming the hello_request's seq{why}") from None
         r.result.hello = h
         _require(h.protocol_version[0] == wire.PROTOCOL_MAJOR, f"protocol {h.protocol_version}")
         return f"session {b.hello_session}, boot counter {h.boot_counter}"
