@@ -27,6 +27,8 @@ class Fault:
     keyed: bool = False
     explains: str = ""
     """Text a failure's detail must contain: the real fault named, not just "no answer"."""
+    reboot: bool = False
+    """Run the suite with --reboot (the fault shows only across a boot)."""
 
 
 FAULTS = (
@@ -154,6 +156,27 @@ FAULTS = (
             ),
         ),
         "no board frame failed verification",
+    ),
+    Fault(
+        "CRC not checked",
+        (('raise FrameError("crc")', "pass"),),
+        "a command with a bad CRC is dropped silently (crc)",
+    ),
+    Fault(
+        "refused frames not counted",
+        (
+            (
+                "            self.frames_rejected += 1\n            code = codec.NACK_FOR",
+                "            code = codec.NACK_FOR",
+            ),
+        ),
+        "status frames_rejected counts every refused frame",
+    ),
+    Fault(
+        "no hello at boot",
+        (("        self.hello()\n        self._flush_logs()\n", "        self._flush_logs()\n"),),
+        "reboot: acked, hello with seq 1 unasked, boot counter + 1, counters reset",
+        reboot=True,
     ),
     Fault(
         "switches keys before the ack, keyed",

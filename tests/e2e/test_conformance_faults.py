@@ -48,7 +48,7 @@ def _conformance(fault: Fault, tmp: Path) -> dict[str, Any]:
                 # -O: verdicts are explicit failures, not asserts that python -O removes.
                 *(sys.executable, "-O", "-m", "bpiiot.cli", "conformance", host.port, "--json"),
                 *("--output-pin", "2", "--timeout", "2" if fault in GOOD else "1", *key_args),
-                *(("--reboot",) if fault in GOOD else ()),
+                *(("--reboot",) if fault in GOOD or fault.reboot else ()),
             ],
             capture_output=True,
             text=True,
