@@ -259,6 +259,10 @@ class _NotApplicable(Exception):
     pass
 
 
+class _NotRun(Exception):
+    """The check could not run because an earlier one failed (the reason says which)."""
+
+
 def _require(ok: object, message: str) -> None:
     if not ok:
         raise _Fail(message)
@@ -290,6 +294,9 @@ class _Runner:
             detail = fn()
         except _NotApplicable as exc:
             self.result.checks.append(Check(name, "n/a", str(exc)))
+            return False
+        except _NotRun as exc:
+            self.result.checks.append(Check(name, "not run", str(exc)))
             return False
         except _Fail as exc:
             self._silent_commands = 0
@@ -834,7 +841,7 @@ def _mac_checks(r: _Runner, key: bytes | None) -> None:
         # Without the test key in place the keyed checks would test the wrong thing.
         for name in names:
             if name != _MAC_CHECKS[-1]:
-                r.check(name, _raise(_Fail("not run: set_key failed")))
+                r.check(name, _raise(_NotRun("set_key failed: the test key is not in place")))
         _restore_key(r, key, test_key)
         return
     r.check(
@@ -906,11 +913,11 @@ def _mac_checks(r: _Runner, key: bytes | None) -> None:
 
     def clear_twice() -> str:
         if link.key is not None:
-            raise _Fail("not run: clear_key failed")
+            raise _NotRun("clear_key failed")
         b.clear_key()
         return ""
 
-    r.check(next(names), clear_twice if cleared else _raise(_Fail("not run: clear_key failed")))
+    r.check(next(names), clear_twice if cleared else _raise(_NotRun("clear_key failed")))
     _restore_key(r, key, test_key)
 
 
