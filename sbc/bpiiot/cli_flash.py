@@ -13,15 +13,13 @@ from pathlib import Path
 
 from bpiiot import flash as flash_mod
 from bpiiot.errors import BpiiotError
+from bpiiot.files import read_link_key
 
 
 def _read_key(args: argparse.Namespace) -> bytes | None:
     text: str | None = None
     if args.key_file:
-        try:
-            text = Path(args.key_file).read_text()
-        except OSError as exc:
-            raise BpiiotError(f"cannot read the key file {args.key_file}: {exc.strerror}") from None
+        return read_link_key(args.key_file, env=None)  # the one loader of every command
     elif args.key_env:
         text = os.environ.get(args.key_env)
         if text is None:
