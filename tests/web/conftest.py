@@ -7,6 +7,7 @@ Every process is stopped by PID. Screenshots go to build/screenshots/.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -25,6 +26,10 @@ from bpiiot.chain.devnode import free_port
 from bpiiot.web.auth import set_password
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# The device manager on the real service runs once bpiiot.service (the controller's) is
+# in the tree; before that merge there is nothing to run it on (not a skip: not collected).
+collect_ignore = [] if importlib.util.find_spec("bpiiot.service") else ["test_real_service.py"]
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "build" / "screenshots"
 PASSWORD = "correct horse battery staple"

@@ -228,7 +228,7 @@ def incident_rows(st: WebState) -> list[dict[str, Any]]:
     """Incidents with the outbox entry of their action (matched by key)."""
     by_key = {e["key"]: e for e in outbox_rows(st)}
     rows = []
-    for inc in st.service.store.incidents():
+    for inc in st.service.store.incidents(limit=50):
         row = dict(inc)
         row["tx"] = by_key.get(str(inc.get("key")))
         rows.append(row)
