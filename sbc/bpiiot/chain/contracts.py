@@ -234,6 +234,11 @@ class OrderInfo:
     evidence_hash: bytes
 
 
+#: Longest shipping window ``PartReplacement``'s constructor accepts (its
+#: ``MAX_SHIPPING_WINDOW``: 100 years), so a ship deadline can never overflow 64 bits.
+MAX_SHIPPING_WINDOW_S = 100 * 365 * 24 * 3600
+
+
 class PartReplacement(ContractClient):
     """Machine <-> part supplier agreement, with escrowed payment."""
 
@@ -243,7 +248,17 @@ class PartReplacement(ContractClient):
     def deploy_for(
         cls, sender: TransactionSender, machine: str, supplier: str, shipping_window_s: int
     ) -> PartReplacement:
-        """Deploy for ``machine`` and ``supplier`` with a shipping window in seconds."""
+        """Deploy for ``machine`` and ``supplier`` with a shipping window in seconds.
+
+        A window outside 1 s .. :data:`MAX_SHIPPING_WINDOW_S` raises :class:`ContractError`
+        before anything is signed (the constructor would revert with the same reason).
+        """
+        if not 0 < shipping_window_s <= MAX_SHIPPING_WINDOW_S:
+            raise ContractError(
+                f"shipping window {shipping_window_s} s refused: give 1 to "
+                f"{MAX_SHIPPING_WINDOW_S} s (100 years); longer ones would overflow the "
+                "contract's 64-bit ship deadline"
+            )
         return cls.deploy(
             sender,
             Web3.to_checksum_address(machine),

@@ -8,8 +8,13 @@ import pytest
 from web3 import Web3
 from web3.types import TxReceipt
 
-from bpiiot.chain.contracts import OrderStatus, PartReplacement, ServiceStatus
-from bpiiot.chain.errors import TransactionReverted
+from bpiiot.chain.contracts import (
+    MAX_SHIPPING_WINDOW_S,
+    OrderStatus,
+    PartReplacement,
+    ServiceStatus,
+)
+from bpiiot.chain.errors import ContractError, TransactionReverted
 from bpiiot.chain.node import decode_revert_data
 from bpiiot.chain.sender import TransactionSender, TxRequest
 from tests.sbc.chain.helpers import ETHER, Parties, load_test_artifact
@@ -105,6 +110,39 @@ def test_unlisted_part_and_zero_quantity_refused(parties: Parties) -> None:
     parties.parts.with_sender(parties.supplier).set_price(7, PRICE)
     with pytest.raises(TransactionReverted, match="quantity must be positive"):
         parties.parts.order_part(7, 0, EVIDENCE)
+
+
+def test_price_times_quantity_overflow_has_a_reason(parties: Parties) -> None:
+    """A listing of 2^255 wei ordered twice overflows uint256: a reason, not a bare Panic."""
+    parties.parts.with_sender(parties.supplier).set_price(7, 2**255)
+    with pytest.raises(TransactionReverted) as e:
+        parties.parts.order_part(7, 2, EVIDENCE, value=0)
+    assert e.value.reason == "PartReplacement: price x quantity overflows"
+    # One unit of the same part does not overflow; it fails on the price, as it should.
+    with pytest.raises(TransactionReverted) as e1:
+        parties.parts.order_part(7, 1, EVIDENCE, value=0)
+    assert e1.value.reason == "PartReplacement: exact price required"
+    assert parties.parts.order_count() == 0
+
+
+@pytest.mark.parametrize("window", [2**64 - 1, 2**64 - 2**32, MAX_SHIPPING_WINDOW_S + 1])
+def test_shipping_window_near_2_64_is_refused_at_deploy(parties: Parties, window: int) -> None:
+    p = parties
+    # The binding refuses it before signing anything...
+    with pytest.raises(ContractError, match="shipping window"):
+        PartReplacement.deploy_for(p.machine, p.machine.address, p.supplier.address, window)
+    # ...and the constructor itself reverts with a reason for anyone deploying it otherwise.
+    with pytest.raises(TransactionReverted) as e:
+        PartReplacement.deploy(p.machine, p.machine.address, p.supplier.address, window)
+    assert e.value.reason == "PartReplacement: shipping window longer than 100 years"
+    # The longest window allowed deploys and orders without overflow.
+    pr = PartReplacement.deploy_for(
+        p.machine, p.machine.address, p.supplier.address, MAX_SHIPPING_WINDOW_S
+    )
+    assert int(pr.read("MAX_SHIPPING_WINDOW")) == MAX_SHIPPING_WINDOW_S
+    pr.with_sender(p.supplier).set_price(7, PRICE)
+    order = pr.order(pr.order_part(7, 1, EVIDENCE))
+    assert order.ship_deadline == order.ordered_at + MAX_SHIPPING_WINDOW_S
 
 
 # (who, contract, function, args, reason): every role check of both contracts.
