@@ -21,7 +21,8 @@ from web3.contract import Contract
 from web3.types import EventData, TxReceipt
 
 from bpiiot.chain.errors import ContractError
-from bpiiot.chain.sender import TransactionSender, TxRequest
+from bpiiot.chain.sender import TransactionSender
+from bpiiot.chain.types import TxRequest
 
 
 @dataclass(frozen=True)

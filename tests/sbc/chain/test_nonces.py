@@ -59,8 +59,12 @@ def test_reconcile_moves_up_and_down(tmp_path: Path) -> None:
     journal.reconcile(10)
     assert [f.nonce for f in journal.in_flight()] == [10]
     assert journal.reserve() == 11
-    # Once 10 is mined it is dropped.
+    # Mined (the node's count passed it) but not yet with enough confirmations: the bytes
+    # stay, a node restarted without its mempool may need them again.
     journal.reconcile(11)
+    assert [f.raw for f in journal.in_flight()] == [b"a"]
+    # Once 10 is mined deep enough it is dropped.
+    journal.reconcile(11, confirmed=11)
     assert journal.in_flight() == []
 
 
