@@ -97,12 +97,16 @@ class ContractClient:
         return type(self)(sender, self.address)
 
     @classmethod
+    def deploy_request(cls, *args: Any) -> TxRequest:
+        """The deployment transaction with constructor ``args`` (nothing is sent)."""
+        artifact = load_artifact(cls.NAME)
+        factory = Web3().eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+        return TxRequest(to=None, data=factory.constructor(*args).data_in_transaction)
+
+    @classmethod
     def deploy(cls: type[C], sender: TransactionSender, *args: Any) -> C:
         """Deploy a new instance with constructor ``args``; waits for the receipt."""
-        artifact = load_artifact(cls.NAME)
-        factory = sender.node.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
-        data = factory.constructor(*args).data_in_transaction
-        receipt = sender.transact(TxRequest(to=None, data=data))
+        receipt = sender.transact(cls.deploy_request(*args))
         return cls(sender, str(receipt["contractAddress"]))
 
     def call_request(

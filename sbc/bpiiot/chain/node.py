@@ -118,7 +118,7 @@ class Node:
         self.url = url
         self.expected_chain_id = expected_chain_id
         retry = ExceptionRetryConfiguration(
-            errors=(requests.ConnectionError, requests.HTTPError, requests.Timeout),
+            errors=(ConnectionError, requests.HTTPError, requests.Timeout),  # web3 default
             method_allowlist=_RETRY_METHODS,
         )
         self.w3 = Web3(

@@ -454,7 +454,7 @@ class OutboxSender:
         try:
             if self._recover:
                 if not self.sender.started:
-                    self.sender.start()
+                    report.rebroadcast = self.sender.start()
                 else:
                     report.rebroadcast = self.sender.recover()
                 self._recover = False

@@ -87,11 +87,15 @@ class TransactionSender:
         """True once :meth:`start` reconciled the journal with the node."""
         return self._started
 
-    def start(self) -> None:
-        """Log the signing backend, reconcile the nonce journal and re-broadcast lost sends."""
+    def start(self) -> int:
+        """Log the signing backend, reconcile the nonce journal and re-broadcast lost sends.
+
+        Returns how many recorded transactions were re-broadcast.
+        """
         log_signing_backend()
-        self.recover(startup=True)
+        count = self.recover(startup=True)
         self._started = True
+        return count
 
     def confirmed_count(self) -> int:
         """The account's transaction count at the newest block with enough confirmations:
