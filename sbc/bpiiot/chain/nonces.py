@@ -13,9 +13,12 @@ without its mempool any number of times gets them again. A nonce goes back to ``
 (handed out again before any new one, so there is no gap) only when the node proved it
 free: it refused the transaction, does not know it, and its pending count is not above it.
 
-SQLite runs in WAL mode. ``synchronous=FULL`` (the default of :func:`open_db`) makes each
-commit reach the disk before the signed bytes can reach the node, so not even a power cut
-between the two can make the SDK forget a transaction it sent.
+SQLite runs in WAL mode with ``synchronous=NORMAL``: every commit survives a killed
+process. The commits that come before a send (a new transaction, a replacement) are made
+with ``synchronous=FULL`` (``write_transaction(..., sync=True)``): they reach the disk
+before the signed bytes can reach the node, so not even a power cut between the two makes
+the SDK forget a transaction it sent. Other commits (confirmations, reconcile) can be
+redone from the node and skip the fsync.
 """
 
 from __future__ import annotations
@@ -68,11 +71,12 @@ def conn_lock(conn: sqlite3.Connection) -> threading.RLock:
         return lock
 
 
-def open_db(path: Path | str, *, synchronous: str = "FULL") -> sqlite3.Connection:
+def open_db(path: Path | str, *, synchronous: str = "NORMAL") -> sqlite3.Connection:
     """Open (and create) an SDK state database shared by the journal and the outbox.
 
-    ``synchronous`` is SQLite's setting: FULL (default) survives power cuts; NORMAL still
-    survives a killed process but may lose the last commits when power fails.
+    ``synchronous`` is SQLite's setting for ordinary commits: NORMAL (default) survives a
+    killed process; FULL also survives power cuts, at one fsync per commit. Commits that
+    precede a send are always made with FULL (see :func:`write_transaction`).
     """
     if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
         raise ValueError(f"synchronous={synchronous!r}: use FULL, EXTRA or NORMAL")
@@ -93,20 +97,37 @@ def db_file(conn: sqlite3.Connection) -> str:
     return ""
 
 
+_FULL = 2  # PRAGMA synchronous value of FULL
+
+
 @contextmanager
-def write_transaction(conn: sqlite3.Connection, label: str) -> Iterator[sqlite3.Connection]:
+def write_transaction(
+    conn: sqlite3.Connection, label: str, *, sync: bool = False
+) -> Iterator[sqlite3.Connection]:
     """``BEGIN IMMEDIATE`` ... ``COMMIT`` under the connection's lock; rolls back on error.
 
-    After the commit the kill point ``commit:<label>`` is reached.
+    ``sync`` makes this commit reach the disk (``synchronous=FULL``) before it returns: use
+    it when the next step sends what was just recorded. After the commit the kill point
+    ``commit:<label>`` is reached.
     """
     with conn_lock(conn):
-        conn.execute("BEGIN IMMEDIATE")
+        restore: int | None = None
+        if sync:
+            level = int(conn.execute("PRAGMA synchronous").fetchone()[0])
+            if level < _FULL:
+                restore = level
+                conn.execute("PRAGMA synchronous=FULL")
         try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        finally:
+            if restore is not None:
+                conn.execute(f"PRAGMA synchronous={restore}")
     killpoints.reach(f"commit:{label}")
 
 

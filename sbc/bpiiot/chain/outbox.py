@@ -29,6 +29,7 @@ import logging
 import sqlite3
 import threading
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -319,10 +320,13 @@ class Outbox:
             rows = self._conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state")
             return {EntryState(s): int(n) for s, n in rows}
 
-    def transaction(self, label: str) -> Any:
+    def transaction(
+        self, label: str, *, sync: bool = False
+    ) -> AbstractContextManager[sqlite3.Connection]:
         """A write transaction on the outbox's connection (``BEGIN IMMEDIATE``): the journal
-        writes its rows through it too, so an entry and its nonce commit together."""
-        return write_transaction(self._conn, label)
+        writes its rows through it too, so an entry and its nonce commit together. ``sync``
+        makes the commit reach the disk before it returns (before a send)."""
+        return write_transaction(self._conn, label, sync=sync)
 
     def _update(self, entry_id: int, conn: sqlite3.Connection | None = None, **fields: Any) -> None:
         fields["updated"] = time.time()
@@ -517,7 +521,7 @@ class OutboxSender:
             self.outbox.note_error(entry, str(e))
             return
         # One transaction: nonce, signed bytes and entry, committed before anything is sent.
-        with self.outbox.transaction("submitted") as c:
+        with self.outbox.transaction("submitted", sync=True) as c:
             current = self.outbox._get_in(c, entry.id)
             if current is None or current.state != QUEUED:
                 return  # taken by another drainer meanwhile
@@ -655,7 +659,7 @@ class OutboxSender:
             self.outbox.note_error(entry, f"replacement not sent: {e}")
             return
         new = sender.sign(last.request, last.nonce, last.gas, fees)
-        with self.outbox.transaction("replaced") as c:
+        with self.outbox.transaction("replaced", sync=True) as c:
             current = self.outbox._get_in(c, entry.id)
             if current is None or current.tx_hashes != entry.tx_hashes:
                 return  # moved on meanwhile

@@ -182,7 +182,7 @@ class TransactionSender:
 
     def _record_new(self, req: TxRequest, gas: int, fees: Fees) -> Submitted:
         """Reserve a nonce, sign with it and record the bytes in one committed transaction."""
-        with write_transaction(self.journal.conn, "submitted") as c:
+        with write_transaction(self.journal.conn, "submitted", sync=True) as c:
             nonce = self.journal.reserve(conn=c)
             killpoints.reach("nonce_reserved")
             sub = self.sign(req, nonce, gas, fees)
@@ -259,8 +259,8 @@ class TransactionSender:
         """
         fees = self.fees.bumped(sub.fees, self.node)
         new = self.sign(sub.request, sub.nonce, sub.gas, fees)
-        self.journal.mark_sent(sub.nonce, new.tx_hash, new.raw)
-        killpoints.reach("commit:replaced")
+        with write_transaction(self.journal.conn, "replaced", sync=True) as c:
+            self.journal.mark_sent(sub.nonce, new.tx_hash, new.raw, conn=c)
         self.node.send_raw(new.raw, new.tx_hash)
         killpoints.reach("replacement_sent")
         log.info("replaced nonce %d: %s -> %s", sub.nonce, sub.tx_hash, new.tx_hash)
