@@ -10,8 +10,9 @@ Prints only ``BENCH <name> <value> <unit>`` lines on stdout; logs go to stderr.
   :class:`TransactionSender` until the node returns the hash (goal p50 <= 10 ms), against an
   anvil this script starts and stops.
 - ``chain.exactly_once_kills``: SIGKILLs survived by an outbox sender worker in a crash run
-  (at least 100, at random instants and named points, over 100 actions); the script exits
-  non-zero if the chain shows any duplicate, missing action or nonce gap.
+  (at least 100, at random instants and named points, over 100 actions, with a third of the
+  send replies dropped by a proxy); the script exits non-zero if the chain shows any
+  duplicate, missing action or nonce gap.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ def crash_run(kills: int = 100, actions: int = 100, seed: int = 2026) -> tuple[i
     """(kills survived, exactly once?, verdict text) of one random crash run on anvil."""
     sys.path.insert(0, str(ROOT))  # the crash harness lives with the chain tests
     from tests.sbc.chain.crash import CrashDriver, Scenario, verdict
+    from tests.sbc.chain.proxy import DropReplyProxy, drops_sends
 
     with DevNode("anvil") as dev, tempfile.TemporaryDirectory() as tmp:
         machine_key, deployer_key = secrets.token_bytes(32), secrets.token_bytes(32)
@@ -132,10 +134,15 @@ def crash_run(kills: int = 100, actions: int = 100, seed: int = 2026) -> tuple[i
             service=service.address,
             actions=1,
         )
-        driver = CrashDriver(sc)
-        driver.random_kills(kills, actions, random.Random(seed))
-        driver.finish(timeout_s=600)
-        v = verdict(sc.url, sc.service, sc.machine, range(sc.actions))
+        lossy = random.Random(seed + 1)
+        # A third of the send replies are lost on the way back, on top of the kills.
+        with DropReplyProxy(dev.url, lambda r: drops_sends(r) and lossy.random() < 0.3) as proxy:
+            sc.url = proxy.url
+            driver = CrashDriver(sc)
+            driver.random_kills(kills, actions, random.Random(seed))
+            driver.finish(timeout_s=600)
+            log.info("crash run: %d send replies dropped", proxy.dropped)
+        v = verdict(dev.url, sc.service, sc.machine, range(sc.actions))
         log.info("crash run: %d kills at %s", driver.kills, dict(driver.points))
         text = (
             f"{v.events} events for {sc.actions} actions, duplicates {v.duplicates}, "

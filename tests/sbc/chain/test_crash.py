@@ -34,7 +34,7 @@ from tests.sbc.chain.crash import (
     verdict,
 )
 from tests.sbc.chain.helpers import SenderFactory, dev_key, dev_signer, fresh_key, fresh_signer
-from tests.sbc.chain.proxy import DropReplyProxy
+from tests.sbc.chain.proxy import DropReplyProxy, drops_sends
 
 SOAK_KILLS = int(os.environ.get("BPIIOT_SOAK_KILLS", "16"))
 SOAK_ACTIONS = int(os.environ.get("BPIIOT_SOAK_ACTIONS", "24"))
@@ -97,17 +97,41 @@ def test_sigkill_at_every_point_mines_each_action_once(
 def test_random_sigkills_mine_each_action_once(
     anvil: DevNode, make_sender: SenderFactory, tmp_path: Path
 ) -> None:
-    """Issue 8, item 1: SIGKILLs at random instants and points, restart after each."""
+    """Issue 8, items 1 and 2 together: SIGKILLs at random instants and points, restart after
+    each, while a third of the send replies are lost on the way back."""
     sc = _scenario(anvil, make_sender, tmp_path, actions=1)
-    driver = CrashDriver(sc)
     seed = int(os.environ.get("BPIIOT_SOAK_SEED", "8"))
-    driver.random_kills(SOAK_KILLS, SOAK_ACTIONS, random.Random(seed))
-    assert driver.kills == SOAK_KILLS and sc.actions == SOAK_ACTIONS
-    assert driver.points["random"] >= SOAK_KILLS // 3  # not only at the named points
-    driver.finish(timeout_s=300)
+    lossy = random.Random(seed + 1)
+    with DropReplyProxy(anvil.url, lambda r: drops_sends(r) and lossy.random() < 0.3) as proxy:
+        sc.url = proxy.url
+        driver = CrashDriver(sc)
+        driver.random_kills(SOAK_KILLS, SOAK_ACTIONS, random.Random(seed))
+        assert driver.kills == SOAK_KILLS and sc.actions == SOAK_ACTIONS
+        assert driver.points["random"] >= SOAK_KILLS // 3  # not only at the named points
+        driver.finish(timeout_s=300)
+        assert proxy.dropped > 0
+    sc.url = anvil.url
     v = verdict(sc.url, sc.service, sc.machine, range(sc.actions))
     assert v.duplicates == {} and v.missing == [] and v.gaps == [], v
     assert v.exactly_once and v.events == sc.actions
+    _check_outbox(sc)
+
+
+def test_sigkill_around_a_refused_send(
+    anvil: DevNode, make_sender: SenderFactory, tmp_path: Path
+) -> None:
+    """The node refuses the sends (no funds for gas): killed after the refused entries were
+    queued again and their nonces released, and right after the refused send."""
+    sc = _scenario(anvil, make_sender, tmp_path, actions=3)
+    anvil.set_balance(sc.machine, 1000)  # enough for gas estimation, not for any fee
+    driver = CrashDriver(sc)
+    outcomes = driver.sweep(["commit:requeued", "commit:submitted", "commit:requeued"], hit=2)
+    assert all(o.startswith("killed at ") for o in outcomes), outcomes
+    assert Outbox(open_db(sc.db_path)).counts().get(CONFIRMED, 0) == 0
+    anvil.set_balance(sc.machine, 10**20)
+    driver.finish()
+    v = verdict(sc.url, sc.service, sc.machine, range(sc.actions))
+    assert v.exactly_once and v.events == sc.actions and v.latest == sc.actions, v
     _check_outbox(sc)
 
 
