@@ -96,6 +96,4 @@ def outbox_sender_from_config(
 ) -> OutboxSender:
     """An :class:`OutboxSender` draining ``outbox`` (default: :func:`outbox_for`)
     through ``sender`` for the agreements configured in ``[chain]``."""
-    return OutboxSender(
-        outbox or outbox_for(sender), sender, contracts_from_config(cfg, sender)
-    )
+    return OutboxSender(outbox or outbox_for(sender), sender, contracts_from_config(cfg, sender))

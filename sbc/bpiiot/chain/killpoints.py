@@ -23,6 +23,8 @@ POINTS = (
     "replacement_sent",  # the node answered the replacement's eth_sendRawTransaction
     "commit:requeued",  # a refused attempt's nonce was proven free and released
     "commit:failed",  # the entry failed (revert, or nonce used by another transaction)
+    "commit:reconciled",  # the journal was lined up with the node (start-up, recovery)
+    "commit:reserved",  # a nonce reserved on its own (NonceJournal.reserve without conn)
 )
 
 _hook: Callable[[str], None] | None = None

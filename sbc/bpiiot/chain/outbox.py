@@ -521,7 +521,7 @@ class OutboxSender:
             self.outbox.note_error(entry, str(e))
             return
         # One transaction: nonce, signed bytes and entry, committed before anything is sent.
-        with self.outbox.transaction("submitted", sync=True) as c:
+        with self.outbox.transaction("submitted", sync=sender.fsync_before_send) as c:
             current = self.outbox._get_in(c, entry.id)
             if current is None or current.state != QUEUED:
                 return  # taken by another drainer meanwhile
@@ -659,7 +659,7 @@ class OutboxSender:
             self.outbox.note_error(entry, f"replacement not sent: {e}")
             return
         new = sender.sign(last.request, last.nonce, last.gas, fees)
-        with self.outbox.transaction("replaced", sync=True) as c:
+        with self.outbox.transaction("replaced", sync=sender.fsync_before_send) as c:
             current = self.outbox._get_in(c, entry.id)
             if current is None or current.tx_hashes != entry.tx_hashes:
                 return  # moved on meanwhile

@@ -49,6 +49,9 @@ class TransactionSender:
     ``replace_after_s`` is how long a transaction may wait unmined before :meth:`transact`
     replaces it with bumped fees; ``gas_headroom_permille`` is added to estimates because
     anvil and Hardhat estimate exactly the gas used, with no margin for state changes.
+    ``fsync_before_send`` (default True) makes the commit that records signed bytes reach
+    the disk before they are sent, so even a power cut cannot make the SDK forget a
+    transaction it sent; False saves one fsync per send and still survives a killed process.
     """
 
     def __init__(
@@ -63,6 +66,7 @@ class TransactionSender:
         receipt_timeout_s: float = 300.0,
         gas_headroom_permille: int = 250,
         poll_s: float = 0.1,
+        fsync_before_send: bool = True,
     ) -> None:
         if journal.chain_id != node.chain_id or journal.address != signer.address.lower():
             raise ValueError("journal belongs to another chain or account")
@@ -75,6 +79,7 @@ class TransactionSender:
         self.receipt_timeout_s = receipt_timeout_s
         self.gas_headroom_permille = gas_headroom_permille
         self.poll_s = poll_s
+        self.fsync_before_send = fsync_before_send
         self._started = False
 
     @property
@@ -182,7 +187,7 @@ class TransactionSender:
 
     def _record_new(self, req: TxRequest, gas: int, fees: Fees) -> Submitted:
         """Reserve a nonce, sign with it and record the bytes in one committed transaction."""
-        with write_transaction(self.journal.conn, "submitted", sync=True) as c:
+        with write_transaction(self.journal.conn, "submitted", sync=self.fsync_before_send) as c:
             nonce = self.journal.reserve(conn=c)
             killpoints.reach("nonce_reserved")
             sub = self.sign(req, nonce, gas, fees)
@@ -259,7 +264,7 @@ class TransactionSender:
         """
         fees = self.fees.bumped(sub.fees, self.node)
         new = self.sign(sub.request, sub.nonce, sub.gas, fees)
-        with write_transaction(self.journal.conn, "replaced", sync=True) as c:
+        with write_transaction(self.journal.conn, "replaced", sync=self.fsync_before_send) as c:
             self.journal.mark_sent(sub.nonce, new.tx_hash, new.raw, conn=c)
         self.node.send_raw(new.raw, new.tx_hash)
         killpoints.reach("replacement_sent")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from web3 import Web3
 
+from bpiiot.chain import killpoints
 from bpiiot.chain.contracts import MachineService
 from bpiiot.chain.devnode import DevNode
 from bpiiot.chain.fees import FeePolicy
@@ -78,6 +79,7 @@ def _check_outbox(sc: Scenario) -> None:
 def test_sigkill_at_every_point_mines_each_action_once(
     anvil: DevNode, make_sender: SenderFactory, tmp_path: Path
 ) -> None:
+    assert set(SEND_POINTS) | set(REPLACE_POINTS) <= set(killpoints.POINTS)
     sc = _scenario(anvil, make_sender, tmp_path, actions=0)
     driver = CrashDriver(sc)
     # Every named point at its first pass, then at a later pass (mid-queue); new actions
