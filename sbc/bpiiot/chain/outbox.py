@@ -15,7 +15,8 @@ After that, the entry is followed only through the node: a receipt for any of it
 settles it; a node that does not know any of them gets the same bytes again; a nonce mined
 by none of them means a foreign transaction took it. An entry is never signed anew with
 another nonce unless the node proved its nonce free (it refused the bytes, knows none of
-them, and its pending count is not above the nonce).
+them, and its pending count is not above the nonce). That proof is the word of the one node
+the SDK talks to: behind a load balancer, pin the SDK to one node.
 
 Entry states (:class:`~bpiiot.chain.types.EntryState`): ``queued`` -> ``submitted`` ->
 (``replaced``) -> ``confirmed`` or ``failed``; ``submitted`` goes back to ``queued`` only when
