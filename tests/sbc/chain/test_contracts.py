@@ -14,10 +14,11 @@ from bpiiot.chain.contracts import (
     PartReplacement,
     ServiceStatus,
 )
+from bpiiot.chain.devnode import DevNode, rpc_call
 from bpiiot.chain.errors import ContractError, TransactionReverted
 from bpiiot.chain.node import decode_revert_data
 from bpiiot.chain.sender import TransactionSender, TxRequest
-from tests.sbc.chain.helpers import ETHER, Parties, load_test_artifact
+from tests.sbc.chain.helpers import ETHER, Parties, SenderFactory, load_test_artifact
 
 EVIDENCE = Web3.keccak(text="vibration 7.1 mm/s, 5 windows over 4.5")
 REPORT = Web3.keccak(text="bearing replaced")
@@ -252,3 +253,17 @@ def test_reentrant_refund_is_stopped_by_the_guard(anvil_parties: Parties) -> Non
     assert node.balance(pr.address) == PRICE  # the other order's escrow is untouched
     assert pr.order(1).status == OrderStatus.REFUNDED
     assert pr.order(2).status == OrderStatus.ORDERED
+
+
+def test_ship_deadline_past_2_64_reverts_with_a_reason(make_sender: SenderFactory) -> None:
+    """A chain clock within the window of 2^64 s: the deadline cannot be stored, and the
+    order is refused with a reason instead of an arithmetic Panic."""
+    with DevNode("anvil") as dev:  # its own node: the clock cannot be turned back
+        p = Parties(dev, make_sender, shipping_window_s=3600)
+        p.parts.with_sender(p.supplier).set_price(7, PRICE)
+        rpc_call(dev.url, "evm_setNextBlockTimestamp", [2**64 - 1000])
+        dev.mine()
+        with pytest.raises(TransactionReverted) as e:
+            p.parts.order_part(7, 1, EVIDENCE)
+        assert e.value.reason == "PartReplacement: shipping deadline overflows"
+        assert p.parts.order_count() == 0
