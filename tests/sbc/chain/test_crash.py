@@ -13,11 +13,13 @@ import random
 import sqlite3
 from pathlib import Path
 
+import pytest
 from web3 import Web3
 
 from bpiiot.chain import killpoints
 from bpiiot.chain.contracts import MachineService
-from bpiiot.chain.devnode import DevNode
+from bpiiot.chain.devnode import DevNode, free_port
+from bpiiot.chain.errors import AlreadyKnown, NodeUnavailable
 from bpiiot.chain.fees import FeePolicy
 from bpiiot.chain.node import Node
 from bpiiot.chain.nonces import NonceJournal, open_db
@@ -157,6 +159,26 @@ def test_lost_send_replies_are_resolved_by_asking_the_node(
     v = verdict(sc.url, sc.service, sc.machine, range(sc.actions))
     assert v.exactly_once and v.events == sc.actions, v
     _check_outbox(sc)
+
+
+def test_a_dropped_reply_counts_as_possibly_delivered(make_sender: SenderFactory) -> None:
+    """The node classifies send failures: a refused connection sent nothing, a reply lost
+    after the request left may have delivered it (and here did)."""
+    with DevNode("anvil", extra_args=["--no-mining"]) as dev:
+        sender = make_sender(dev, fresh_signer(dev))
+        req = TxRequest(to=sender.address, value=1, gas=21_000)
+        sub = sender.sign(req, 0, 21_000, sender.prepare(req)[1])
+        with DropReplyProxy(dev.url) as proxy:
+            with pytest.raises(NodeUnavailable) as lost:
+                Node(proxy.url).send_raw(sub.raw, sub.tx_hash)
+            assert proxy.dropped == 1  # one request: web3 does not retry a send
+        assert lost.value.delivered and sender.node.knows(sub.tx_hash)
+        with pytest.raises(NodeUnavailable) as refused:
+            Node(f"http://127.0.0.1:{free_port()}").send_raw(sub.raw, sub.tx_hash)
+        assert not refused.value.delivered
+        # Sending the same bytes again is harmless: the node says it has them.
+        with pytest.raises(AlreadyKnown):
+            sender.node.send_raw(sub.raw, sub.tx_hash)
 
 
 def _deploy_dev_service(dev: DevNode, tmp_path: Path, run: int) -> MachineService:
