@@ -315,8 +315,11 @@ class Outbox:
             ).fetchall()
         return [self._entry(r) for r in rows]
 
-    def counts(self) -> dict[EntryState, int]:
-        """Number of entries per state (states with no entry are left out)."""
+    def counts(self) -> dict[str, int]:
+        """Number of entries per state (states with no entry are left out).
+
+        The keys are :class:`EntryState` members, which are also the plain state strings.
+        """
         with self._lock:
             rows = self._conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state")
             return {EntryState(s): int(n) for s, n in rows}
