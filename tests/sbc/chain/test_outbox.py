@@ -280,3 +280,27 @@ def test_factory_builds_the_outbox_sender_from_config(
     # The controller may open the outbox by path: the same database, another connection.
     assert Outbox(tmp_path / "state.sqlite").counts() == {CONFIRMED: 1}
     assert service.request(1).fault_code == 5
+
+
+def test_signed_bytes_are_kept_until_the_configured_confirmations(
+    make_sender: SenderFactory, db: sqlite3.Connection
+) -> None:
+    with DevNode("anvil") as dev:
+        p = Parties(dev, make_sender, shipping_window_s=3600)
+        sender = make_sender(dev, fresh_signer(dev), confirmations=3)
+        deployed = MachineService.deploy_for(p.machine, sender.address, p.vendor.address)
+        service = deployed.with_sender(sender)
+        ob = OutboxSender(Outbox(db), sender, {MachineService.NAME: service})
+        ob.outbox.enqueue("vib:1", "MachineService", "requestService", [EVIDENCE, 1])
+        ob.drain_once()  # submitted and mined at once (automine): one confirmation
+        for _ in range(3):
+            ob.drain_once()
+        entry = ob.outbox.get("vib:1")
+        assert entry is not None and entry.state == SUBMITTED and service.request_count() == 1
+        # Mined but not deep enough: the journal still holds the signed bytes.
+        assert [f.raw for f in sender.journal.in_flight()] == [entry.signed[0].raw]
+        dev.mine(2)
+        assert ob.drain_once().confirmed == 1
+        assert sender.journal.in_flight() == []
+        done = ob.outbox.get("vib:1")
+        assert done is not None and done.state == CONFIRMED and done.signed == entry.signed
