@@ -331,14 +331,14 @@ class RuleBook(Listener):
 class Chain:
     """anvil, the machine's wallet, a deployed MachineService and the outbox drain."""
 
-    def __init__(self, state: Path, outbox: Any, bus: Bus) -> None:
+    def __init__(self, db: sqlite3.Connection, outbox: Any, bus: Bus) -> None:
         import secrets
 
         from bpiiot.chain.contracts import MachineService
         from bpiiot.chain.devnode import DevNode
         from bpiiot.chain.fees import FeePolicy
         from bpiiot.chain.node import Node
-        from bpiiot.chain.nonces import NonceJournal, open_db
+        from bpiiot.chain.nonces import NonceJournal
         from bpiiot.chain.outbox import OutboxSender
         from bpiiot.chain.sender import TransactionSender
         from bpiiot.wallet import LocalSigner
@@ -348,7 +348,7 @@ class Chain:
         self.dev.set_balance(self.signer.address, 10 * 10**18)
         self.node = Node(self.dev.url, expected_chain_id=self.dev.chain_id)
         self.node.connect()
-        db = open_db(state / "chain.sqlite")
+        # The nonce journal shares the outbox's database (one transaction per incident).
         self.sender = TransactionSender(
             self.node,
             self.signer,
@@ -427,12 +427,13 @@ class HarnessService:
         self.state = state
         self.bus = Bus()
         self.store = Store(state / "reports.sqlite")
-        self.outbox = Outbox(open_db(state / "outbox.sqlite"))
+        db = open_db(state / "chain.sqlite")
+        self.outbox = Outbox(db)
         self.boards: dict[str, HarnessBoard] = {}
         self.bus.subscribe(self.store, name="store")
         self.rules = RuleBook(state / "rules.toml", self)
         self.bus.subscribe(self.rules, name="rules")
-        self.chain = Chain(state, self.outbox, self.bus) if chain else None
+        self.chain = Chain(db, self.outbox, self.bus) if chain else None
         try:
             for name in boards:
                 b = start_board(state, name, signal_cfg)
