@@ -5,7 +5,7 @@ NODE    := node_modules/.installed
 SYSDEPS := build/.sysdeps
 PORT    ?=
 
-.PHONY: all setup demo test lint typecheck pytest bench flash clean vectors artifacts
+.PHONY: all setup demo test lint typecheck pytest bench flash clean vectors artifacts fuzz mutation
 
 all: test
 
@@ -49,6 +49,10 @@ flash: $(VENV)
 
 vectors: $(VENV)
 	$(PY) tools/gen_vectors.py
+
+# 1,000,000 hostile payloads through the SDK, a Link and the firmware codec (Unix port).
+fuzz: setup
+	$(PY) tools/fuzz_wire.py --inputs 1000000
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
