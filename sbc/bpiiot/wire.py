@@ -19,7 +19,7 @@ import io
 import struct
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import cbor2
@@ -102,8 +102,9 @@ class Frame:
     authenticated: bool
     from_host: bool
     message: Message
-    payload: bytes = b""
-    """The payload bytes as received (for schema checks and logs)."""
+    payload: bytes = field(default=b"", repr=False)
+    """The payload bytes as received (for schema checks); left out of ``repr`` because a
+    ``set_key`` payload holds the key."""
 
 
 def check_key(key: bytes | None) -> bytes | None:
