@@ -54,5 +54,9 @@ vectors: $(VENV)
 fuzz: setup
 	$(PY) tools/fuzz_wire.py --inputs 1000000
 
+# mutmut 3 on wire.py and messages.py; writes build/mutation.json (read by `make bench`).
+mutation: setup
+	$(PY) tools/mutation.py
+
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

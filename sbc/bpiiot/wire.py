@@ -483,15 +483,15 @@ class FrameVerifier:
         cls = self._types.get(type_)
         if cls is None:
             raise FrameError("type", f"unknown message type 0x{type_:02x}")
-        # Fast path: a reused cbor2 decoder over a reused buffer holding exactly the
-        # payload. It accepts only plain definite items without tags or repeated keys;
-        # anything else it refuses, or an item that ends early, goes to the strict
-        # decoder, which names the normative reason (SPEC.md 4).
+        # Fast path: a reused cbor2 decoder over a reused buffer. It accepts only plain
+        # definite items without tags or repeated keys; whatever it refuses, and an item
+        # that does not end exactly at the payload's end (stale bytes of an earlier,
+        # longer payload may follow it in the buffer), goes to the strict decoder,
+        # which names the normative reason (SPEC.md 4).
         buf = self._buf
         buf.seek(0)
         payload = body[HEADER_LEN:end]
         plen = buf.write(payload)
-        buf.truncate()
         buf.seek(0)
         try:
             obj = self._decode()
