@@ -300,8 +300,11 @@ def _strict_item(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
     obj: dict[int, Any] = {}
     last = -1
     for _ in range(arg):
-        k, pos = _strict_item(data, pos, depth + 1)
-        if type(k) is not int or k <= last:
+        kb = data[pos]
+        if kb >> 5 != 0 or kb & 0x1F > 27:
+            raise FrameError("schema", "map keys must be unsigned integers in ascending order")
+        k, pos = _argument(data, pos + 1, kb & 0x1F)
+        if k <= last:
             raise FrameError("schema", "map keys must be unsigned integers in ascending order")
         last = k
         obj[k], pos = _strict_item(data, pos, depth + 1)

@@ -336,3 +336,97 @@ def test_deframer_oversize_count() -> None:
     assert df.feed(b"\0\0\0") == []  # empty chunks are not frames, nor errors
     assert df.oversize == 2
     assert list(wire.split_stream(b"\0ab\0\0cd")) == [b"ab", b"cd"]
+
+
+@pytest.mark.parametrize(
+    ("cls", "obj", "text"),
+    [
+        (m.Hello, "x", "hello payload must be an array, got str"),
+        (m.Hello, HELLO[:5], "hello payload must have 6 elements, got 5"),
+        (m.Hello, with_(HELLO, 0, 5), "board_id must be text, got int"),
+        (m.Hello, with_(HELLO, 0, "a" * 33), "board_id longer than 32 bytes"),
+        (m.Hello, with_(HELLO, 0, "a b"), "board_id must be 1-32 characters of A-Z a-z 0-9 . _ -"),
+        (m.Hello, with_(HELLO, 1, [1, 2]), "firmware_version payload must have 3 elements, got 2"),
+        (
+            m.Hello,
+            with_(HELLO, 1, [1, 2, 65536]),
+            "firmware_version[2]=65536 out of range 0..65535",
+        ),
+        (m.Hello, with_(HELLO, 1, "x"), "firmware_version payload must be an array, got str"),
+        (m.Hello, with_(HELLO, 2, [1, 256]), "protocol_version[1]=256 out of range 0..255"),
+        (m.Hello, with_(HELLO, 2, [1]), "protocol_version payload must have 2 elements, got 1"),
+        (m.Hello, with_(HELLO, 3, -1), "capabilities=-1 out of range 0..4294967295"),
+        (m.Hello, with_(HELLO, 4, 2**32), "boot_counter=4294967296 out of range 0..4294967295"),
+        (m.Hello, with_(HELLO, 5, "1"), "last_host_seq must be an integer, got str"),
+        (m.Status, [1], "status payload must have 7 elements, got 1"),
+        (m.Status, [1, 2, 3, 4, 5, 6, -7], "status[6]=-7 out of range 0..4294967295"),
+        (m.Status, "x", "status payload must be an array, got str"),
+        (m.Ack, [], "ack payload must have 1 elements, got 0"),
+        (m.Ack, [-1], "ack[0]=-1 out of range 0..4294967295"),
+        (m.Ack, {}, "ack payload must be an array, got dict"),
+        (m.Nack, [1, 2], "nack payload must have 3 elements, got 2"),
+        (m.Nack, [-1, 2, "x"], "ref_seq=-1 out of range 0..4294967295"),
+        (m.Nack, [1, 256, "x"], "code=256 out of range 0..255"),
+        (m.Nack, [1, 2, b"x"], "detail must be text, got bytes"),
+        (m.Nack, [1, 2, "x" * 65], "detail longer than 64 bytes"),
+        (m.Log, [1], "log payload must have 2 elements, got 1"),
+        (m.Log, [True, "x"], "level must be an integer, got bool"),
+        (m.Log, [1, 5], "text must be text, got int"),
+        (m.Config, {1: 0, 2: 1, 3: 1, 4: 1, 5: 1}, "sample_rate_hz=0 out of range 1..65535"),
+        (m.Config, {1: 1, 2: 60001, 3: 1, 4: 1, 5: 1}, "window_ms=60001 out of range 1..60000"),
+        (m.Config, {1: 1, 2: 1, 3: 0, 4: 1, 5: 1}, "hop_ms=0 out of range 1..60000"),
+        (m.Config, {1: 1, 2: 1, 3: 1, 4: 16, 5: 1}, "channels=16 out of range 0..15"),
+        (m.Config, {1: 1, 2: 1, 3: 1, 4: 1, 5: 4}, "machine_class=4 out of range 0..3"),
+        (m.Config, {"a": 1}, "config: unknown key 'a'"),
+        (m.SetConfig, {1: "x"}, "sample_rate_hz must be an integer, got str"),
+        (m.SetConfig, {3: 1, 2: 1}, "set_config: keys must be in ascending order"),
+        (m.SetOutput, [1], "set_output payload must have 2 elements, got 1"),
+        (m.SetOutput, [256, 1], "pin=256 out of range 0..255"),
+        (m.SetOutput, [1, 2], "value=2 out of range 0..1"),
+        (m.SetOutput, ["1", 1], "pin must be an integer, got str"),
+        (m.SetKey, [], "set_key payload must have 1 elements, got 0"),
+        (m.SetKey, ["x" * 16], "key must be a byte string of 16 to 32 bytes"),
+        (m.SetKey, [bytes(33)], "key must be a byte string of 16 to 32 bytes"),
+        (m.GetStatus, None, "get_status payload must be an array, got NoneType"),
+        (m.Reboot, [1, 2], "reboot payload must have 0 elements, got 2"),
+        (
+            m.Report,
+            with_(REPORT, 12, -27316),
+            "temperature_cdeg_c=-27316 out of range -27315..100000",
+        ),
+        (m.Report, with_(REPORT, 12, "x"), "temperature_cdeg_c must be an integer, got str"),
+        (m.Report, with_(REPORT, 2, -1), "samples=-1 out of range 0..4294967295"),
+        (m.Report, with_(REPORT, 11, 65536), "feature[8]=65536 out of range 0..65535"),
+        (m.Report, [*REPORT, 65536], "flags=65536 out of range 1..65535"),
+        (m.Report, [*REPORT, "x"], "flags must be an integer, got str"),
+        (m.Report, [*REPORT, 1, 2], "report payload must have 13 elements (14 with flags), got 15"),
+    ],
+)
+def test_schema_error_text_is_exact(cls: type[m.Message], obj: Any, text: str) -> None:
+    # What a user reads in a log when a board sends something wrong.
+    with pytest.raises(m.SchemaError) as info:
+        cls.from_payload(obj)
+    assert str(info.value) == text
+
+
+def test_small_helpers() -> None:
+    assert m.ReportFlag.names(0) == []
+    assert m.ReportFlag.names(0x21) == ["settling", "acc_saturated"]
+    assert m.ReportFlag.names(0x8040) == ["bit6", "bit15"]
+    assert m.ReportFlag.names(0x3F) == [
+        "settling",
+        "overrun",
+        "sensor_fault",
+        "clipped",
+        "vel_saturated",
+        "acc_saturated",
+    ]
+    rep = m.Report.from_payload(REPORT)
+    assert rep.axis_names() == ("x", "y", "z")
+    assert rep.representative and not m.Report.from_payload([*REPORT, 2]).representative
+    assert repr(m.Ping()) == "Ping()" and repr(m.HelloRequest()) == "HelloRequest()"
+    assert m.Ping() == m.Ping() and m.Ping() != m.Reboot() and hash(m.Ping()) == 0x40
+    assert m.Ping().to_dict() == {"kind": "ping"}
+    assert m.SetKey(bytes(16)).to_dict() == {"kind": "set_key", "key": "00" * 16}
+    assert m.from_dict(m.SetKey(bytes(16)).to_dict()) == m.SetKey(bytes(16))
+    assert m.from_dict(rep.to_dict()) == rep

@@ -271,3 +271,63 @@ def test_bounded_fuzz_sdk_link_and_firmware_agree() -> None:
     # The corpus reaches every payload verdict, not only the easy ones.
     assert {"ok", "cbor", "trailing", "schema"} <= set(res.verdicts)
     assert min(res.verdicts[r] for r in ("ok", "cbor", "trailing", "schema")) > 300
+
+
+@pytest.mark.parametrize(
+    ("hex_payload", "reason", "detail"),
+    [
+        ("811900", "cbor", "the item runs past the end of the payload"),
+        ("98", "cbor", "the item runs past the end of the payload"),
+        ("1c", "cbor", "reserved additional information 28 at byte 0"),
+        ("81 5d", "cbor", "reserved additional information 29 at byte 1"),
+        ("ff", "cbor", "unexpected break at byte 0"),
+        ("9f 01 c1 ff", "cbor", "unexpected break at byte 3"),
+        ("5f 01 ff", "cbor", "bad indefinite-length chunk at byte 1"),
+        ("7f 7f ff ff", "cbor", "bad indefinite-length chunk at byte 1"),
+        ("5f 42 01", "cbor", "the item runs past the end of the payload"),
+        ("5f 41 01", "cbor", "the item runs past the end of the payload"),
+        ("1f", "cbor", "indefinite length for major type 0"),
+        ("df 00", "cbor", "indefinite length for major type 6"),
+        ("f8 10", "cbor", "two-byte simple value 16 below 32"),
+        ("c1 00 00", "trailing", "1 bytes after the item"),
+        ("9f 12 ff 00 00", "trailing", "2 bytes after the item"),
+        ("9f 12 ff", "schema", "indefinite length"),
+        ("c1 00", "schema", "a CBOR tag"),
+        ("f5", "schema", "a float, boolean or simple value"),
+        ("f9 3c 00", "schema", "a float, boolean or simple value"),
+        ("62 80 c0", "schema", "invalid UTF-8 in a text string"),
+        ("81 81 81 81 81 00", "schema", "nested deeper than 4"),
+        ("a1 01 81 81 81 81 00", "schema", "nested deeper than 4"),
+        ("a1 20 00", "schema", "map keys must be unsigned integers in ascending order"),
+        ("a1 61 31 00", "schema", "map keys must be unsigned integers in ascending order"),
+        ("a2 01 00 01 00", "schema", "map keys must be unsigned integers in ascending order"),
+        ("a2 02 00 01 00", "schema", "map keys must be unsigned integers in ascending order"),
+    ],
+)
+def test_decode_payload_reason_and_detail(hex_payload: str, reason: str, detail: str) -> None:
+    with pytest.raises(wire.FrameError) as info:
+        wire.decode_payload(bytes.fromhex(hex_payload.replace(" ", "")))
+    assert (info.value.reason, info.value.detail) == (reason, detail)
+
+
+@pytest.mark.parametrize(
+    ("hex_payload", "value"),
+    [
+        ("81 81 81 81 00", [[[[0]]]]),
+        ("a1 01 81 81 81 00", {1: [[[0]]]}),
+        ("a2 00 00 18 18 01", {0: 0, 24: 1}),
+        ("45 01 02 03 04 05 00", None),
+        ("82 45 01 02 03 04 05 41 06", [b"\x01\x02\x03\x04\x05", b"\x06"]),
+        ("82 59 00 02 aa bb 63 c3 a9 78", [b"\xaa\xbb", "éx"]),
+        ("83 3a 00 00 6a b2 20 f6", [-27315, -1, None]),
+        ("1b ff ff ff ff ff ff ff ff", 2**64 - 1),
+    ],
+)
+def test_decode_payload_values(hex_payload: str, value: object) -> None:
+    data = bytes.fromhex(hex_payload.replace(" ", ""))
+    if value is None:  # a byte string followed by a byte: trailing
+        with pytest.raises(wire.FrameError, match="1 bytes after"):
+            wire.decode_payload(data)
+        return
+    assert wire.decode_payload(data) == value
+    assert wire.item_end(data + b"\x00") == len(data)
