@@ -338,6 +338,21 @@ def test_deframer_oversize_count() -> None:
     assert list(wire.split_stream(b"\0ab\0\0cd")) == [b"ab", b"cd"]
 
 
+def test_deframer_limits_across_reads() -> None:
+    df = wire.Deframer()
+    # Exactly 515 bytes held across reads is still a frame, not an oversize chunk.
+    assert df.feed(b"\x03" * wire.MAX_ENCODED) == []
+    assert df.feed(b"\0") == [b"\x03" * 515]
+    assert df.oversize == 0
+    # Two oversize chunks completed in one read: both counted.
+    assert df.feed(b"\x04" * 600 + b"\0" + b"\x05" * 600 + b"\0\x06\0") == [b"\x06"]
+    assert df.oversize == 2
+    # 516 bytes arriving in two reads: dropped, counted once, nothing kept.
+    assert df.feed(b"\x07" * 300) == [] and df.feed(b"\x07" * 216) == []
+    assert df.oversize == 3 and len(df._buf) == 0
+    assert df.feed(b"\0\x08\0") == [b"\x08"]
+
+
 @pytest.mark.parametrize(
     ("cls", "obj", "text"),
     [
@@ -413,6 +428,7 @@ def test_small_helpers() -> None:
     assert m.ReportFlag.names(0) == []
     assert m.ReportFlag.names(0x21) == ["settling", "acc_saturated"]
     assert m.ReportFlag.names(0x8040) == ["bit6", "bit15"]
+    assert m.ReportFlag.names(0x10000) == []  # flags are 16 bits on the wire
     assert m.ReportFlag.names(0x3F) == [
         "settling",
         "overrun",
