@@ -293,6 +293,9 @@ def test_bounded_fuzz_sdk_link_and_firmware_agree() -> None:
         ("9f 12 ff 00 00", "trailing", "2 bytes after the item"),
         ("9f 12 ff", "schema", "indefinite length"),
         ("9f ff", "schema", "indefinite length"),
+        ("82 01", "cbor", "the item runs past the end of the payload"),
+        ("44 01 02", "cbor", "the item runs past the end of the payload"),
+        ("5f 58 01 aa ff", "schema", "indefinite length"),
         ("bf ff", "schema", "indefinite length"),
         ("5f ff", "schema", "indefinite length"),
         ("82 5f 41 01 ff 01", "schema", "indefinite length"),
@@ -324,6 +327,8 @@ def test_decode_payload_reason_and_detail(hex_payload: str, reason: str, detail:
         ("82 45 01 02 03 04 05 41 06", [b"\x01\x02\x03\x04\x05", b"\x06"]),
         ("82 59 00 02 aa bb 63 c3 a9 78", [b"\xaa\xbb", "éx"]),
         ("83 3a 00 00 6a b2 20 f6", [-27315, -1, None]),
+        ("82 61 61 01", ["a", 1]),
+        ("a1 1b 00 00 00 00 00 00 00 01 00", {1: 0}),
         ("1b ff ff ff ff ff ff ff ff", 2**64 - 1),
     ],
 )
