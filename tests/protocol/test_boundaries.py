@@ -446,3 +446,87 @@ def test_small_helpers() -> None:
     assert m.SetKey(bytes(16)).to_dict() == {"kind": "set_key", "key": "00" * 16}
     assert m.from_dict(m.SetKey(bytes(16)).to_dict()) == m.SetKey(bytes(16))
     assert m.from_dict(rep.to_dict()) == rep
+
+
+def _chunk(body: bytes) -> bytes:
+    return bytes(wire.cobs.encode(body + wire.zlib.crc32(body).to_bytes(4, "little")))
+
+
+def test_verify_error_text() -> None:
+    # The text a user reads for each refusal (`bpiiot monitor`, logs).
+    key = bytes(16)
+    cases: list[tuple[wire.FrameVerifier, bytes, str]] = [
+        (wire.FrameVerifier("host"), b"\x01" * 600, "oversize: 600 encoded bytes"),
+        (wire.FrameVerifier("host"), b"\x05\x01", "cobs: not enough input bytes for length code"),
+        (wire.FrameVerifier("host"), _chunk(b"\x10\x04\x00"), "truncated: 7 bytes < 13"),
+        (wire.FrameVerifier("host"), b"\x03\x10\x04", "truncated: 2 bytes < 13"),
+        (
+            wire.FrameVerifier("host"),
+            _chunk(bytes([0x20, 4, 0, 1, 0, 0, 0, 1, 0x81, 1])),
+            "version: major version 2",
+        ),
+        (
+            wire.FrameVerifier("host"),
+            _chunk(bytes([0x1C, 4, 0, 1, 0, 0, 0, 1, 0x81, 1])),
+            "flags: reserved flag bits 0xc",
+        ),
+        (
+            wire.FrameVerifier("host"),
+            _chunk(bytes([0x12, 4, 0, 1, 0, 0, 0, 1, 0x81, 1])),
+            "direction",
+        ),
+        (
+            wire.FrameVerifier("host", key),
+            _chunk(bytes([0x11, 4, 0, 1, 0, 0, 0, 1]) + bytes(8)),
+            "truncated: no room for payload and tag",
+        ),
+        (
+            wire.FrameVerifier("host", key),
+            _chunk(bytes([0x10, 4, 0, 1, 0, 0, 0, 1, 0x81, 1])),
+            "unauthenticated: a key is set and the frame has no tag",
+        ),
+        (
+            wire.FrameVerifier("host", key),
+            _chunk(bytes([0x11, 4, 0, 1, 0, 0, 0, 1, 0x81, 1]) + bytes(8)),
+            "mac",
+        ),
+        (
+            wire.FrameVerifier("host"),
+            _chunk(bytes([0x10, 9, 0, 1, 0, 0, 0, 1, 0x81, 1])),
+            "type: unknown message type 0x09",
+        ),
+        (
+            wire.FrameVerifier("host"),
+            _chunk(bytes([0x10, 4, 0, 1, 0, 0, 0, 1, 0x81, 0xC1, 1])),
+            "schema: a CBOR tag",
+        ),
+        (
+            wire.FrameVerifier("host"),
+            _chunk(bytes([0x10, 4, 0, 1, 0, 0, 0, 1, 0x81, 0xDA, 0, 1, 0x11, 0x70, 1])),
+            "schema: a CBOR tag",
+        ),
+        (
+            wire.FrameVerifier("host"),
+            _chunk(bytes([0x10, 4, 0, 1, 0, 0, 0, 1]) + b"\x81" * 6 + b"\x00"),
+            "schema: nested deeper than 4",
+        ),
+        (
+            wire.FrameVerifier("host"),
+            _chunk(bytes([0x10, 4, 0, 1, 0, 0, 0, 1, 0x81, 0x19, 0])),
+            "cbor: the item runs past the end of the payload",
+        ),
+        (
+            wire.FrameVerifier("host"),
+            _chunk(bytes([0x10, 4, 0, 1, 0, 0, 0, 1, 0x81, 1, 0, 0])),
+            "trailing: 2 bytes after the item",
+        ),
+        (
+            wire.FrameVerifier("host"),
+            _chunk(bytes([0x10, 4, 0, 1, 0, 0, 0, 1, 0x81, 0x20])),
+            "schema: ack: ack[0]=-1 out of range 0..4294967295",
+        ),
+    ]
+    for ver, chunk, text in cases:
+        with pytest.raises(wire.FrameError) as info:
+            ver.verify(chunk)
+        assert str(info.value) == text
