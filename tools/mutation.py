@@ -95,13 +95,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="mutmut on wire.py and messages.py")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--score-only", action="store_true", help="re-read the last run")
+    ap.add_argument(
+        "--survivors",
+        action="store_true",
+        help="run the last run's survivors again against the current tests (source unchanged)",
+    )
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     if not args.score_only:
+        names: list[str] = []
+        if args.survivors and OUT.exists():
+            names = list(json.loads(OUT.read_text())["survived"])
         stage()
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         proc = subprocess.run(
-            [str(MUTMUT), "run", "--max-children", str(args.jobs)],
+            [str(MUTMUT), "run", "--max-children", str(args.jobs), *names],
             cwd=STAGE,
             env=env,
             stdout=subprocess.DEVNULL,

@@ -148,10 +148,13 @@ def test_key_lengths(n: int, ok: bool) -> None:
 
 def test_key_type_and_receiver_messages() -> None:
     assert wire.check_key(None) is None
-    with pytest.raises(wire.InvalidKey, match="must be bytes"):
+    with pytest.raises(wire.InvalidKey) as info:
         wire.check_key("0" * 32)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="'host' or 'board'"):
+    assert str(info.value) == "MAC key must be bytes"
+    with pytest.raises(ValueError) as err:
         wire.FrameVerifier("sbc")
+    assert str(err.value) == "receiver must be 'host' or 'board'"
+    assert wire.FrameVerifier("board").receiver == "board"
 
 
 def _body_frame(body_len: int, key: bytes | None = None) -> tuple[wire.FrameEncoder, bytes]:
@@ -280,6 +283,7 @@ def test_schema_messages_name_the_field() -> None:
         (m.Report, with_(REPORT, 12, 100001), "temperature_cdeg_c=100001 out of range"),
         (m.Report, with_(REPORT, 0, 2**32), "window_seq=4294967296 out of range 0..4294967295"),
         (m.Report, with_(REPORT, 4, 70000), "feature[1]=70000 out of range 0..65535"),
+        (m.Report, with_(REPORT, 3, 70000), "feature[0]=70000 out of range 0..65535"),
         (m.Report, with_(REPORT, 1, "1"), "board_time_ms must be an integer, got str"),
         (m.Report, REPORT[:5], "13 elements (14 with flags), got 5"),
         (m.Report, "x", "report payload must be an array, got str"),
@@ -530,3 +534,39 @@ def test_verify_error_text() -> None:
         with pytest.raises(wire.FrameError) as info:
             ver.verify(chunk)
         assert str(info.value) == text
+
+
+def test_valid_frames_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The strict decoder judges only what cbor2 refuses or leaves in doubt: a good
+    # frame never costs a pure-Python decode, even right after a bad one.
+    calls: list[bytes] = []
+    strict = wire.decode_payload
+
+    def counting(payload: bytes) -> Any:
+        calls.append(payload)
+        return strict(payload)
+
+    monkeypatch.setattr(wire, "decode_payload", counting)
+    enc = wire.FrameEncoder(from_host=False, key=bytes(16), session=1)
+    ver = wire.FrameVerifier("host", bytes(16))
+    assert ver.receiver == "host"
+    for i in range(5):
+        ver.verify(enc.encode(m.Report.from_payload(with_(REPORT, 0, i)))[:-1])
+    assert calls == []
+    enc.seq += 1
+    with pytest.raises(wire.FrameError):
+        ver.verify(enc.encode_raw(4, b"\x81\x19\x00", enc.seq)[:-1])
+    assert calls == [b"\x81\x19\x00"]
+    for _ in range(5):
+        ver.verify(enc.encode(m.Ack(1))[:-1])
+    assert len(calls) == 1
+
+
+def test_reboots_count_every_new_session() -> None:
+    ver = wire.FrameVerifier("host")
+    for session in (1, 2, 3, 3):
+        enc = wire.FrameEncoder(
+            from_host=False, session=session, seq=ver.seq if session == 3 else 0
+        )
+        ver.verify(enc.encode(m.Ack(1))[:-1])
+    assert (ver.reboots, ver.gaps) == (2, 0)
