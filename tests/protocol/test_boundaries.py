@@ -553,13 +553,16 @@ def test_valid_frames_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> Non
     for i in range(5):
         ver.verify(enc.encode(m.Report.from_payload(with_(REPORT, 0, i)))[:-1])
     assert calls == []
-    enc.seq += 1
-    with pytest.raises(wire.FrameError):
-        ver.verify(enc.encode_raw(4, b"\x81\x19\x00", enc.seq)[:-1])
-    assert calls == [b"\x81\x19\x00"]
-    for _ in range(5):
-        ver.verify(enc.encode(m.Ack(1))[:-1])
-    assert len(calls) == 1
+    # A truncated item (cbor2 reads stale bytes past it) and a tag (cbor2 raises and its
+    # decoder is replaced): each judged once by the strict decoder, then fast again.
+    for bad in (b"\x81\x19\x00", b"\x81\xc1\x01"):
+        enc.seq += 1
+        with pytest.raises(wire.FrameError):
+            ver.verify(enc.encode_raw(4, bad, enc.seq)[:-1])
+        assert calls[-1] == bad
+        for _ in range(5):
+            ver.verify(enc.encode(m.Ack(1))[:-1])
+    assert len(calls) == 2
 
 
 def test_reboots_count_every_new_session() -> None:
