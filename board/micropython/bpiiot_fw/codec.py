@@ -137,7 +137,8 @@ def cobs_encode(src):
 
 
 def cobs_decode(src):
-    """Decode one COBS chunk (no delimiter); raise FrameError('cobs') if invalid."""
+    """Decode one COBS chunk (no delimiter; bytes or bytearray, as the Deframer gives
+    them); raise FrameError('cobs') if invalid, including a zero byte anywhere."""
     n = len(src)
     out = bytearray(n)
     o = 0
@@ -146,6 +147,8 @@ def cobs_decode(src):
         raise FrameError("cobs", None, "zero byte in chunk")
     while i < n:
         code = src[i]
+        if code == 0:
+            raise FrameError("cobs", None, "zero byte in chunk")
         i += 1
         end = i + code - 1
         if end > n:
