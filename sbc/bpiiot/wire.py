@@ -514,7 +514,8 @@ class FrameVerifier:
             raise FrameError("schema", f"{cls.NAME}: {type(exc).__name__}: {exc}") from None
         # Every check passed: only now does the replay state move.
         if self._board_side:
-            if seq > self.seq:
+            # A hello_request from another session is answered but moves nothing.
+            if seq > self.seq and (last is None or session == last):
                 self.seq = seq
         else:
             if last is None:
