@@ -64,14 +64,23 @@ def render(c: dict[str, Any]) -> str:
     out.append(f"#define REPORT_ITEMS {len(c['report_fields']) - 1}")
     out += ["", "// Log levels (SPEC.md 5.5)."]
     out += [_define("LOG_", k, i) for i, k in enumerate(c["log_levels"])]
-    out += ["", "#ifdef BPIIOT_REASON_NAMES", "static const char *const REASON_NAMES[] = {"]
-    out += ["    0,"] + [f'    "{k}",' for k in c["drop_reasons"]]
-    out += ["};", "static const unsigned char NACK_FOR_REASON[] = {", "    0,"]
+    out += ["", "#endif", ""]
+    # Names and nack codes per drop reason, for the sketch only: kept in flash.
+    out += [
+        "#if defined(BPIIOT_REASON_NAMES) && !defined(BPIIOT_REASON_TABLES)",
+        "#define BPIIOT_REASON_TABLES",
+        '#include "progmem.h"',
+    ]
+    for i, k in enumerate(c["drop_reasons"]):
+        out.append(f'static const char R_NAME_{i + 1}[] BPIIOT_PROGMEM = "{k}";')
+    names = ", ".join(f"R_NAME_{i + 1}" for i in range(len(c["drop_reasons"])))
+    out.append(f"static const char *const REASON_NAMES[] BPIIOT_PROGMEM = {{0, {names}}};")
     nf = c["nack_for_reason"]
-    for k in c["drop_reasons"]:
-        code = c["nack_codes"][nf[k]] if k in nf else 0
-        out.append(f"    {code},  // {k}")
-    out += ["};", "#endif", "", "#endif", ""]
+    codes = [str(c["nack_codes"][nf[k]]) if k in nf else "0" for k in c["drop_reasons"]]
+    out.append(
+        "static const uint8_t NACK_FOR_REASON[] BPIIOT_PROGMEM = {0, " + ", ".join(codes) + "};"
+    )
+    out += ["#endif", ""]
     return "\n".join(out)
 
 

@@ -25,9 +25,11 @@ extern "C" {
 int uno_verify(const uint8_t *key, int key_len, int has_prior, int session, uint32_t seq,
                uint8_t *chunk, int n, uint8_t *out, int cap, uint32_t *hdr) {
     Verifier v;
+    HmacKey k;
     memset(&v, 0, sizeof v);
     v.has_key = key_len > 0;
-    if (v.has_key) hmac_key_init(&v.key, key, (uint8_t)key_len);
+    v.key = &k;
+    if (v.has_key) hmac_key_init(&k, key, (uint8_t)key_len);
     v.any_session = !has_prior;
     v.session = (uint16_t)session;
     v.seq = has_prior ? seq : 0;
@@ -75,9 +77,11 @@ int uno_verify(const uint8_t *key, int key_len, int has_prior, int session, uint
 int uno_encode(int type, const long long *f, const char *text, const uint8_t *key,
                int key_len, int session, uint32_t seq, uint8_t *out, int cap) {
     Encoder e;
+    HmacKey k;
     memset(&e, 0, sizeof e);
     e.has_key = key_len > 0;
-    if (e.has_key) hmac_key_init(&e.key, key, (uint8_t)key_len);
+    e.key = &k;
+    if (e.has_key) hmac_key_init(&k, key, (uint8_t)key_len);
     e.session = (uint16_t)session;
     e.seq = seq - 1;
     uint8_t body[MAX_BODY];

@@ -87,7 +87,7 @@ uint8_t verify_chunk(Verifier *v, uint8_t *chunk, uint16_t n, Command *cmd, bool
     if (v->has_key) {
         if (!(flags & FLAG_AUTH)) return R_UNAUTHENTICATED;
         uint8_t tag[TAG_LEN];
-        hmac_tag(&v->key, chunk, end, tag);
+        hmac_tag(v->key, chunk, end, tag);
         uint8_t diff = 0;  // constant time: a timing side channel tells nothing
         for (uint8_t i = 0; i < TAG_LEN; i++) diff |= tag[i] ^ chunk[end + i];
         if (diff) return R_MAC;
@@ -124,7 +124,7 @@ uint16_t finish_body(Encoder *e, uint8_t type, CborWriter *w, uint8_t *body, uin
     body[3] = (uint8_t)e->session;
     for (uint8_t i = 0; i < 4; i++) body[4 + i] = (uint8_t)(seq >> (24 - 8 * i));
     if (e->has_key) {
-        hmac_tag(&e->key, body, n, body + n);
+        hmac_tag(e->key, body, n, body + n);
         n += TAG_LEN;
     }
     uint32_t crc = crc32_update(0, body, n);

@@ -39,7 +39,7 @@ struct Command {
 // The board's receiver: its session, the last host seq accepted and the key.
 struct Verifier {
     bool has_key;
-    HmacKey key;
+    const HmacKey *key;
     uint16_t session;
     uint32_t seq;
     bool any_session;  // a receiver that has no session yet (the vectors' fresh board)
@@ -53,7 +53,7 @@ uint8_t verify_chunk(Verifier *v, uint8_t *chunk, uint16_t n, Command *cmd, bool
 // The board's sender.
 struct Encoder {
     bool has_key;
-    HmacKey key;
+    const HmacKey *key;
     uint16_t session;
     uint32_t seq;
 };

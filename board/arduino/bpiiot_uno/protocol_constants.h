@@ -122,43 +122,26 @@
 #define LOG_ERROR 3
 #define LOG_CRITICAL 4
 
-#ifdef BPIIOT_REASON_NAMES
-static const char *const REASON_NAMES[] = {
-    0,
-    "oversize",
-    "cobs",
-    "truncated",
-    "crc",
-    "version",
-    "flags",
-    "direction",
-    "unauthenticated",
-    "mac",
-    "replay",
-    "session",
-    "type",
-    "cbor",
-    "trailing",
-    "schema",
-};
-static const unsigned char NACK_FOR_REASON[] = {
-    0,
-    0,  // oversize
-    0,  // cobs
-    0,  // truncated
-    0,  // crc
-    0,  // version
-    0,  // flags
-    0,  // direction
-    4,  // unauthenticated
-    4,  // mac
-    9,  // replay
-    5,  // session
-    1,  // type
-    2,  // cbor
-    2,  // trailing
-    2,  // schema
-};
 #endif
 
+#if defined(BPIIOT_REASON_NAMES) && !defined(BPIIOT_REASON_TABLES)
+#define BPIIOT_REASON_TABLES
+#include "progmem.h"
+static const char R_NAME_1[] BPIIOT_PROGMEM = "oversize";
+static const char R_NAME_2[] BPIIOT_PROGMEM = "cobs";
+static const char R_NAME_3[] BPIIOT_PROGMEM = "truncated";
+static const char R_NAME_4[] BPIIOT_PROGMEM = "crc";
+static const char R_NAME_5[] BPIIOT_PROGMEM = "version";
+static const char R_NAME_6[] BPIIOT_PROGMEM = "flags";
+static const char R_NAME_7[] BPIIOT_PROGMEM = "direction";
+static const char R_NAME_8[] BPIIOT_PROGMEM = "unauthenticated";
+static const char R_NAME_9[] BPIIOT_PROGMEM = "mac";
+static const char R_NAME_10[] BPIIOT_PROGMEM = "replay";
+static const char R_NAME_11[] BPIIOT_PROGMEM = "session";
+static const char R_NAME_12[] BPIIOT_PROGMEM = "type";
+static const char R_NAME_13[] BPIIOT_PROGMEM = "cbor";
+static const char R_NAME_14[] BPIIOT_PROGMEM = "trailing";
+static const char R_NAME_15[] BPIIOT_PROGMEM = "schema";
+static const char *const REASON_NAMES[] BPIIOT_PROGMEM = {0, R_NAME_1, R_NAME_2, R_NAME_3, R_NAME_4, R_NAME_5, R_NAME_6, R_NAME_7, R_NAME_8, R_NAME_9, R_NAME_10, R_NAME_11, R_NAME_12, R_NAME_13, R_NAME_14, R_NAME_15};
+static const uint8_t NACK_FOR_REASON[] BPIIOT_PROGMEM = {0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 9, 5, 1, 2, 2, 2};
 #endif

@@ -1,0 +1,16 @@
+// EEPROM: boot counter, configuration and MAC key (capability PERSIST).
+#ifndef BPIIOT_STORE_H
+#define BPIIOT_STORE_H
+#include <stdint.h>
+
+#include "codec.h"
+
+// Load config and key; a blank or foreign EEPROM is set to the defaults first
+// (returns false then).
+bool store_load(Config *cfg, uint8_t *key, uint8_t *key_len);
+// Increment the boot counter and return its new value.
+uint32_t store_boot(void);
+void store_save_config(const Config *cfg);
+void store_save_key(const uint8_t *key, uint8_t len);  // len 0 clears it
+
+#endif
