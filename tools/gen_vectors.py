@@ -136,6 +136,7 @@ REPORT_MSG = {
     "acc_peak_mg": [905, 870, 2980],
     "vel_rms_um_s": [2801, 2650, 3120],
     "temperature_cdeg_c": 4250,
+    "flags": 0,
 }
 HELLO = ["mill-07", [0, 1, 0], [1, 0], 0x3F, 65543, 17]
 HELLO_MSG = {
@@ -224,7 +225,19 @@ def messages(bk: Book) -> None:
             "acc_peak_mg": [0, 0, 0],
             "vel_rms_um_s": [0, 0, 0],
             "temperature_cdeg_c": 2000,
+            "flags": 0,
         },
+    )
+    flagged = [*REPORT, 0x11]
+    bk.ok(
+        f,
+        "report-flagged",
+        "report flagged settling and velocity saturated: a 14th element, present only when "
+        "non-zero",
+        receiver="host",
+        type_=2,
+        obj=flagged,
+        message={**REPORT_MSG, "flags": 0x11},
     )
     st = [5000, 3, 0, 61234, 412, 3600000, 3600]
     bk.ok(
@@ -859,7 +872,10 @@ def payload(bk: Book) -> None:
         "text-in-report": [*REPORT[:3], "312", *REPORT[4:]],
         "negative-rms": [*REPORT[:3], -312, *REPORT[4:]],
         "report-short": REPORT[:12],
-        "report-long": [*REPORT, 0],
+        "report-long": [*REPORT, 1, 0],
+        "report-flags-zero": [*REPORT, 0],
+        "report-flags-too-big": [*REPORT, 65536],
+        "report-flags-bool": [*REPORT, True],
         "report-map": {1: 1234},
         "report-out-of-range": [*REPORT[:3], 70000, *REPORT[4:]],
         "report-window-seq-overflow": [2**32, *REPORT[1:]],

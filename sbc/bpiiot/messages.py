@@ -74,6 +74,41 @@ class NackCode:
     }
 
 
+class ReportFlag:
+    """Bits of a report's ``flags`` (SPEC.md 5.2): why a window is not representative.
+
+    A flagged window still carries its features, but the board's alarm output and the
+    SBC's rules ignore it.
+    """
+
+    SETTLING: Final = 0x01
+    """The filters are still settling after boot or a configuration change."""
+    OVERRUN: Final = 0x02
+    """Samples were lost in this window."""
+    SENSOR_FAULT: Final = 0x04
+    """The sensor failed to answer or gave an impossible value."""
+    CLIPPED: Final = 0x08
+    """A sample sat at the sensor's range limit."""
+    VEL_SATURATED: Final = 0x10
+    """A velocity RMS was above 65,535 um/s and is sent as 65,535."""
+    ACC_SATURATED: Final = 0x20
+    """An acceleration feature was above 65,535 mg and is sent as 65,535."""
+
+    NAMES: Final = {
+        0x01: "settling",
+        0x02: "overrun",
+        0x04: "sensor_fault",
+        0x08: "clipped",
+        0x10: "vel_saturated",
+        0x20: "acc_saturated",
+    }
+
+    @classmethod
+    def names(cls, flags: int) -> list[str]:
+        """The names of the bits set in ``flags`` (unknown bits as ``bit<N>``)."""
+        return [cls.NAMES.get(1 << i, f"bit{i}") for i in range(16) if flags & (1 << i)]
+
+
 class SchemaError(BpiiotError):
     """A decoded payload does not match its message's schema."""
 
@@ -222,9 +257,16 @@ class Report(Message):
     acc_peak_mg: tuple[int, int, int]
     vel_rms_um_s: tuple[int, int, int]
     temperature_cdeg_c: int | None
+    flags: int = 0
+    """:class:`ReportFlag` bits; 0 for a representative window (sent only when non-zero)."""
+
+    @property
+    def representative(self) -> bool:
+        """True when no flag marks the window as unfit for alarms and rules."""
+        return self.flags == 0
 
     def to_payload(self) -> Any:
-        return [
+        payload = [
             self.window_seq,
             self.board_time_ms,
             self.samples,
@@ -233,11 +275,24 @@ class Report(Message):
             *self.vel_rms_um_s,
             self.temperature_cdeg_c,
         ]
+        if self.flags:
+            payload.append(self.flags)
+        return payload
 
     @classmethod
     def from_payload(cls, obj: Any) -> Self:
+        flags = 0
         if type(obj) is not list or len(obj) != 13:
-            _array(obj, 13, cls.NAME)
+            if type(obj) is list and len(obj) == 14:
+                # Flags travel only when non-zero: a zero would be a second encoding.
+                flags = _int(obj[13], "flags", 1, U16)
+                obj = obj[:13]
+            elif type(obj) is list:
+                raise SchemaError(
+                    f"report payload must have 13 elements (14 with flags), got {len(obj)}"
+                )
+            else:
+                _array(obj, 13, cls.NAME)
         # Fast path, all in C: the type count rules out bools and floats, the struct
         # packs range-check every field. The slow path names the offending field.
         head = obj[:12]
@@ -258,6 +313,7 @@ class Report(Message):
                     (obj[6], obj[7], obj[8]),
                     (obj[9], obj[10], obj[11]),
                     t,
+                    flags,
                 )
         for i, name in enumerate(("window_seq", "board_time_ms", "samples")):
             _uint(obj[i], name)

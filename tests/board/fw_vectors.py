@@ -82,6 +82,8 @@ def to_payload(msg):
             out.append(unhex(v))
         else:
             out.append(v)
+    if kind == "report" and msg.get("flags"):
+        out.append(msg["flags"])  # present only when non-zero
     return out
 
 

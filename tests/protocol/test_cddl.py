@@ -62,6 +62,8 @@ SCHEMA_NEGATIVE = [
     "negative-rms",
     "report-short",
     "report-long",
+    "report-flags-zero",
+    "report-flags-too-big",
     "report-out-of-range",
     "config-missing-key",
     "set-output-value-2",

@@ -56,7 +56,12 @@ def check_board_payload(type_, obj):
     Returns it normalised (a config map as a dict); raises FrameError('schema').
     """
     if type_ == _T_REPORT:
-        a = arr(obj, 13)
+        a = obj
+        if type(obj) is list and len(obj) == 14:
+            # flags travel only when non-zero (a zero would be a second encoding)
+            uint(obj[13], _U16, 1)
+            a = obj[:13]
+        arr(a, 13)
         for i in range(3):
             uint(a[i])
         for i in range(3, 12):
@@ -64,7 +69,7 @@ def check_board_payload(type_, obj):
         t = a[12]
         if t is not None:
             uint(t, 100000, -27315)
-        return a
+        return obj
     if type_ == _T_ACK:
         uint(arr(obj, 1)[0])
         return obj
