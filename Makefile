@@ -64,9 +64,9 @@ UNO_DEFS := -mmcu=atmega328p -DF_CPU=16000000L -DARDUINO=10807 -DARDUINO_AVR_UNO
             -DARDUINO_ARCH_AVR -DDECIMAL_DIG=__DECIMAL_DIG__
 UNO_INC  := -I$(AVR_CORE)/cores/arduino -I$(AVR_CORE)/variants/standard -I$(UNO_SRC)
 UNO_OPT  := -Os -ffunction-sections -fdata-sections -Wall
-UNO_CXX  := avr-g++ $(UNO_DEFS) $(UNO_INC) $(UNO_OPT) -std=gnu++11 -fno-exceptions \
+UNO_CXX  = avr-g++ $(UNO_DEFS) $(UNO_INC) $(UNO_OPT) -std=gnu++11 -fno-exceptions \
             -fno-threadsafe-statics -fpermissive
-UNO_CC   := avr-gcc $(UNO_DEFS) $(UNO_INC) $(UNO_OPT) -std=gnu11
+UNO_CC   = avr-gcc $(UNO_DEFS) $(UNO_INC) $(UNO_OPT) -std=gnu11
 UNO_CORE_SRC := $(wildcard $(AVR_CORE)/cores/arduino/*.c $(AVR_CORE)/cores/arduino/*.cpp \
                 $(AVR_CORE)/cores/arduino/*.S)
 UNO_CORE_OBJ := $(patsubst $(AVR_CORE)/cores/arduino/%,$(UNO_OUT)/core/%.o,$(UNO_CORE_SRC))
@@ -91,6 +91,9 @@ $(UNO_OUT)/core/%.S.o: $(AVR_CORE)/cores/arduino/%.S
 $(UNO_OUT)/core.a: $(UNO_CORE_OBJ)
 	rm -f $@ && avr-gcc-ar rcs $@ $^
 
+# The per-sample filter is the hot path: optimised for speed (constant shifts unrolled
+# instead of the loops -Os writes), everything else for size.
+$(UNO_OUT)/fw/dsp.cpp.o: UNO_OPT := -O2 -ffunction-sections -fdata-sections -Wall
 $(UNO_OUT)/fw/%.cpp.o: $(UNO_SRC)/%.cpp $(UNO_HDRS)
 	@mkdir -p $(@D)
 	$(UNO_CXX) -c $< -o $@

@@ -36,7 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "uno"
 BRIDGE = BUILD / "simavr_bridge"
 FIRMWARE = BUILD / "bpiiot_uno.elf"
-OPTIBOOT = Path("/usr/share/arduino/hardware/arduino/avr/bootloaders/optiboot/optiboot_atmega328.hex")
+OPTIBOOT = Path(
+    "/usr/share/arduino/hardware/arduino/avr/bootloaders/optiboot/optiboot_atmega328.hex"
+)
 
 # The analog front end the bridge simulates (tools/uno/simavr_bridge.c) and the
 # firmware assumes (board/arduino/bpiiot_uno/sensors.h): ADXL335 at 3.3 V.

@@ -93,6 +93,11 @@ def test_sdk_messages_match() -> None:
     assert list(messages.LOG_LEVELS) == C["log_levels"]
 
 
+def test_sdk_report_flags_match() -> None:
+    flags = messages.ReportFlag
+    assert {k: int(getattr(flags, k.upper())) for k in C["report_flags"]} == C["report_flags"]
+
+
 def test_sdk_wire_matches() -> None:
     assert (wire.PROTOCOL_MAJOR, wire.PROTOCOL_MINOR) == (
         C["version"]["major"],

@@ -28,9 +28,10 @@ static const char BOARD_ID[] = "bpiiot-uno";
 static const uint16_t FW_VERSION[3] = {0, 1, 0};
 #define BAUD 115200UL
 // Host chunks longer than this cannot be a command (the longest, set_key with a
-// 32-byte key and a tag, is 56 bytes): dropped as oversize without buffering.
-#define RX_CHUNK 96
-#define BODY_CAP 96
+// 32-byte key and a tag, is 57 bytes encoded): dropped as oversize, not buffered.
+#define RX_CHUNK 64
+// The longest board frame is a nack with a 31-character detail: 68 bytes of body.
+#define BODY_CAP 80
 #define STACK_PAINT 0xA5
 
 // --- stack painting: RAM between the static data and the stack gets a pattern at
@@ -98,7 +99,7 @@ static void send_ack(uint32_t seq) {
 
 // detail is a string in flash (PSTR): RAM is the Uno's scarcest resource.
 static void send_nack(uint32_t seq, uint8_t code, PGM_P detail) {
-    char text[40];
+    char text[32];
     strncpy_P(text, detail, sizeof text);
     text[sizeof text - 1] = 0;
     CborWriter w;
@@ -211,7 +212,7 @@ static PGM_P apply_config(const Command *c) {
     if (c->present & 4) n.hop_ms = c->cfg.hop_ms;
     if (c->present & 8) n.channels = c->cfg.channels;
     if (c->present & 16) n.machine_class = c->cfg.machine_class;
-    if (n.sample_rate_hz != DSP_RATE_HZ) return PSTR("unsupported rate (1600 S/s only)");
+    if (n.sample_rate_hz != DSP_RATE_HZ) return PSTR("unsupported rate (800 S/s only)");
     if (n.hop_ms > n.window_ms) return PSTR("hop longer than the window");
     if (n.hop_ms != n.window_ms) return PSTR("no sliding windows");
     if (((uint32_t)n.sample_rate_hz * n.window_ms) % 1000) return PSTR("window not whole samples");

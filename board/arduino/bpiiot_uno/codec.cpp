@@ -24,13 +24,17 @@ static bool check_schema(const uint8_t *p, uint16_t n, Command *c) {
                 uint32_t k;
                 if (!cbor_read_uint(&r, 1, 5, &k) || k <= last) return false;
                 last = (uint8_t)k;
-                static const uint16_t lo[5] = {CFG_SAMPLE_RATE_HZ_MIN, CFG_WINDOW_MS_MIN,
-                                               CFG_HOP_MS_MIN, CFG_CHANNELS_MIN,
-                                               CFG_MACHINE_CLASS_MIN};
-                static const uint16_t hi[5] = {CFG_SAMPLE_RATE_HZ_MAX, CFG_WINDOW_MS_MAX,
-                                               CFG_HOP_MS_MAX, CFG_CHANNELS_MAX,
-                                               CFG_MACHINE_CLASS_MAX};
-                if (!cbor_read_uint(&r, lo[k - 1], hi[k - 1], &v)) return false;
+                uint16_t lo, hi;  // a switch, not a table: tables cost RAM on the AVR
+                switch (k) {
+                    case CFG_SAMPLE_RATE_HZ:
+                        lo = CFG_SAMPLE_RATE_HZ_MIN, hi = CFG_SAMPLE_RATE_HZ_MAX;
+                        break;
+                    case CFG_WINDOW_MS: lo = CFG_WINDOW_MS_MIN, hi = CFG_WINDOW_MS_MAX; break;
+                    case CFG_HOP_MS: lo = CFG_HOP_MS_MIN, hi = CFG_HOP_MS_MAX; break;
+                    case CFG_CHANNELS: lo = CFG_CHANNELS_MIN, hi = CFG_CHANNELS_MAX; break;
+                    default: lo = CFG_MACHINE_CLASS_MIN, hi = CFG_MACHINE_CLASS_MAX; break;
+                }
+                if (!cbor_read_uint(&r, lo, hi, &v)) return false;
                 c->present |= (uint8_t)(1 << (k - 1));
                 switch (k) {
                     case CFG_SAMPLE_RATE_HZ: c->cfg.sample_rate_hz = (uint16_t)v; break;

@@ -3,15 +3,16 @@
 #include <string.h>
 
 // The 1600 S/s row of dsp.COEFFS / bpiiot.iso20816.COEFFS (DSP.md 3.1), as constants
-// so the compiler multiplies by immediates.
-#define Q1 19
+// so the compiler multiplies by immediates. Run at 800 S/s it is the same filter in
+// the z domain (corners at half the frequencies: high-pass 2.5 Hz, low-pass edge
+// 310 Hz) whose integrator step is twice as long: only the velocity scale GN doubles.
+#define Q1 19  // the shifts below (sr5, sr7, sl10) are written for this row
 #define D1A 18880
 #define D2A (-18681)
 #define B01 14534
 #define B11 28972
 #define A11 29859
 #define A21 8855
-#define B02 32768L
 #define B12 64327L
 #define A12 48122L
 #define A22 25159
@@ -20,8 +21,9 @@
 #define D2B (-31279)
 #define F_SHIFT 10
 #define S_SHIFT 7
-// Velocity scale GN / 2^40 um/s per LSB; GN >> 16 keeps the final product in 64 bits.
-#define GN 103877989110ULL
+// Velocity scale GN / 2^40 um/s per LSB (2 x the 1600 S/s row's 103877989110);
+// GN >> 16 keeps the final product in 64 bits.
+#define GN 207755978220ULL
 #define GN_HI (GN >> 16)
 #define GQ_HI (40 - 16)
 
@@ -30,9 +32,28 @@
 static inline int32_t mul_ss(int16_t a, int16_t b) { return (int32_t)a * b; }
 static inline int32_t mul_su(int16_t a, uint16_t b) { return (int32_t)a * (int32_t)b; }
 
+// Arithmetic right shifts built from byte moves: avr-gcc turns `>> 14` of a 32-bit
+// value into a 14-round loop (about 85 cycles), these take a dozen. Same results as
+// >> for every int32 (floor division by a power of two).
+static inline int32_t sr14(int32_t p) {
+    return ((int32_t)(int16_t)(p >> 16) << 2) | (uint8_t)((uint8_t)(p >> 8) >> 6);
+}
+static inline int32_t sr5(int32_t p) {
+    return ((p >> 8) << 3) | (uint8_t)((uint8_t)p >> 5);
+}
+static inline int32_t sr7(int32_t p) {
+    return ((p >> 8) << 1) | (uint8_t)((uint8_t)p >> 7);
+}
+// x << 10 for |x| < 2^21; the empty asm keeps gcc from folding it back into a loop.
+static inline int32_t sl10(int32_t x) {
+    int32_t y = x << 8;
+    __asm__("" : "+r"(y));
+    return y << 2;
+}
+
 // round(s * c / 2^15) for |s| < 2^28 (DSP.md 3.1, split multiply); c < 2^16.
 static inline int32_t mq15(int32_t s, uint16_t c) {
-    return (mul_su((int16_t)(s >> 14), c) + 1 + (mul_su((int16_t)(s & 16383), c) >> 14)) >> 1;
+    return (mul_su((int16_t)sr14(s), c) + 1 + sr14(mul_su((int16_t)(s & 16383), c))) >> 1;
 }
 
 void axis_reset(AxisState *s) { memset(s, 0, sizeof *s); }
@@ -47,17 +68,17 @@ void axis_step(AxisState *s, int16_t x) {
     if (ax > s->peak) s->peak = ax;
     s->xl += (uint32_t)mul_ss(x, x);
     if (s->xl >= 0x20000000UL) {
-        s->xh += s->xl >> 29;
+        s->xh += (uint16_t)(s->xl >> 29);
         s->xl &= 0x1FFFFFFFUL;
     }
     // Section 1: high-pass, delta form with second-order error feedback; the products
     // are in Q(Q1) and the split operands carry 14 bits, so the shift is Q1 - 14.
     int32_t a1 = s->a1, a2 = s->a2;
-    int32_t t1 = ((int32_t)x - 2 * s->x1 + s->x2) << F_SHIFT;
-    int32_t q = mul_ss((int16_t)(a1 >> 14), D1A) + mul_ss((int16_t)(a2 >> 14), D2A);
-    q += (mul_ss((int16_t)(a1 & 16383), D1A) >> 14) + (mul_ss((int16_t)(a2 & 16383), D2A) >> 14);
+    int32_t t1 = sl10((int32_t)x - 2 * s->x1 + s->x2);  // << F_SHIFT
+    int32_t q = mul_ss((int16_t)sr14(a1), D1A) + mul_ss((int16_t)sr14(a2), D2A);
+    q += sr14(mul_ss((int16_t)(a1 & 16383), D1A)) + sr14(mul_ss((int16_t)(a2 & 16383), D2A));
     q += 2 * s->r1a - s->r2a;
-    int32_t d = q >> (Q1 - 14);
+    int32_t d = sr5(q);  // >> (Q1 - 14)
     s->r2a = s->r1a;
     s->r1a = q & ((1L << (Q1 - 14)) - 1);
     t1 += 2 * a1 - a2 - d;
@@ -66,15 +87,16 @@ void axis_step(AxisState *s, int16_t x) {
     int32_t t2 = mq15(t1 + a2, B01) + mq15(a1, B11) - mq15(b1, A11) - mq15(b2, A21);
     // Section 3: low-pass.
     int32_t c1 = s->c1, c2 = s->c2;
-    int32_t t3 = mq15(t2 + b2, B02) + mq15(b1, B12) - mq15(c1, A12) - mq15(c2, A22);
+    // B02 = 2^15: round(w * 2^15 / 2^15) is w itself, exactly as the split multiply gives.
+    int32_t t3 = (t2 + b2) + mq15(b1, B12) - mq15(c1, A12) - mq15(c2, A22);
     // Section 4: high-pass times the Al-Alaoui integrator.
-    int32_t u = (t3 + (1L << (S_SHIFT - 1))) >> S_SHIFT;
-    int32_t e1 = s->e1, e2 = s->e2;
-    int32_t t4 = 7 * u - 6 * s->u1 - s->u2;
-    q = mul_ss((int16_t)(e1 >> 14), D1B) + mul_ss((int16_t)(e2 >> 14), D2B);
-    q += (mul_ss((int16_t)(e1 & 16383), D1B) >> 14) + (mul_ss((int16_t)(e2 & 16383), D2B) >> 14);
+    int32_t u = sr7(t3 + (1L << (S_SHIFT - 1)));  // >> S_SHIFT
+    int32_t e1 = s->e1, e2 = s->e2, u1 = s->u1;
+    int32_t t4 = (u << 3) - u - (u1 << 2) - (u1 << 1) - s->u2;  // 7 u - 6 u1 - u2
+    q = mul_ss((int16_t)sr14(e1), D1B) + mul_ss((int16_t)sr14(e2), D2B);
+    q += sr14(mul_ss((int16_t)(e1 & 16383), D1B)) + sr14(mul_ss((int16_t)(e2 & 16383), D2B));
     q += 2 * s->r1b - s->r2b;
-    d = q >> (Q4 - 14);
+    d = sr7(q);  // >> (Q4 - 14)
     s->r2b = s->r1b;
     s->r1b = q & ((1L << (Q4 - 14)) - 1);
     t4 += 2 * e1 - e2 - d;
@@ -93,7 +115,7 @@ void axis_step(AxisState *s, int16_t x) {
     // Velocity square, |t4| < 2^28 split as h * 2^14 + l, each partial sum kept in
     // two words (base 2^29) so that no 64-bit addition runs per sample.
     uint32_t v = (uint32_t)(t4 < 0 ? -t4 : t4);
-    uint16_t h = (uint16_t)(v >> 14), l = (uint16_t)(v & 16383);
+    uint16_t h = (uint16_t)sr14((int32_t)v), l = (uint16_t)(v & 16383);
     s->hhl += (uint32_t)h * h;
     if (s->hhl >= 0x20000000UL) {
         s->hhl -= 0x20000000UL;

@@ -1,15 +1,16 @@
 // Window features in integer arithmetic (protocol/DSP.md, section "Arduino Uno"):
 // acceleration RMS and peak (exact), velocity RMS through the same fixed-point
-// filter as the MicroPython firmware at 1600 S/s (10-500 Hz band).
+// filter as the MicroPython firmware's 1600 S/s row, run at 800 S/s (10-300 Hz).
 #ifndef BPIIOT_DSP_H
 #define BPIIOT_DSP_H
 #include <stdint.h>
 
-// The only rate the Uno runs: 3 axes at 1600 S/s is 4800 conversions/s, half of
-// what the ADC does at full resolution, and the filter's cost fits the CPU.
-#define DSP_RATE_HZ 1600
-// Windows that begin this many samples after a filter start are representative
-// (DSP.md section 2: within 0.2 % from 0.3 s on).
+// The only rate the Uno runs. The filter costs about 3,200 cycles per sample and
+// axis on the ATmega328P (32-bit arithmetic on an 8-bit core): three axes at 1600 S/s
+// would need 95 % of the CPU, at 800 S/s they take half of it.
+#define DSP_RATE_HZ 800
+// A filter start settles within this many samples (DSP.md section 2: 0.3 s at
+// 1600 S/s; the same z-domain filter at 800 S/s takes the same number of samples).
 #define DSP_SETTLE_N 480
 
 // One axis: filter state and the running sums of the current window.
@@ -17,9 +18,13 @@ struct AxisState {
     int32_t x1, x2, a1, a2, b1, b2, c1, c2, u1, u2, e1, e2;
     int32_t r1a, r2a, r1b, r2b;
     uint16_t peak;
-    uint32_t xh, xl;               // sum of x^2 = xh * 2^29 + xl
-    uint32_t hhh, hhl, hlh, hll;   // sums of h^2 and h*l, two words in base 2^29
-    uint32_t llh, lll;             // sum of l^2
+    // Two-word sums in base 2^29; a step adds less than 2^30 to a low word, so a
+    // high word counts at most two carries a sample (16 bits for any window here).
+    uint16_t xh, hhh, hlh, llh;
+    uint32_t xl;   // sum of x^2 = xh * 2^29 + xl
+    uint32_t hhl;  // sum of h^2
+    uint32_t hll;  // sum of h*l
+    uint32_t lll;  // sum of l^2
     bool primed;
 };
 

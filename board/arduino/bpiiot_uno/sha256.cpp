@@ -104,17 +104,18 @@ void hmac_key_init(HmacKey *k, const uint8_t *key, uint8_t len) {
 }
 
 void hmac_tag(const HmacKey *k, const uint8_t *data, size_t len, uint8_t tag[8]) {
+    // The inner digest is kept in the block buffer itself (32 bytes less stack): the
+    // outer hash copies it onto itself, byte i to byte i, before compressing.
     Sha256 s;
-    uint8_t digest[32];
     memcpy(s.h, k->inner, 32);
     s.total = 64;
     s.used = 0;
     sha256_update(&s, data, len);
-    sha256_final(&s, digest);
+    sha256_final(&s, s.block);
     memcpy(s.h, k->outer, 32);
     s.total = 64;
     s.used = 0;
-    sha256_update(&s, digest, 32);
-    sha256_final(&s, digest);
-    memcpy(tag, digest, 8);
+    sha256_update(&s, s.block, 32);
+    sha256_final(&s, s.block);
+    memcpy(tag, s.block, 8);
 }

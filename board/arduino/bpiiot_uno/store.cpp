@@ -3,6 +3,8 @@
 #include <avr/eeprom.h>
 #include <string.h>
 
+#include "dsp.h"
+
 // Layout; the magic changes whenever the layout does.
 #define MAGIC 0xB105
 #define A_MAGIC ((uint16_t *)0)
@@ -11,7 +13,7 @@
 #define A_KEY ((uint8_t *)7)
 #define A_CONFIG ((uint8_t *)40)
 
-static const Config DEFAULTS = {1600, 1000, 1000, CH_X | CH_Y | CH_Z | CH_TEMP, 2};
+static const Config DEFAULTS = {DSP_RATE_HZ, 1000, 1000, CH_X | CH_Y | CH_Z | CH_TEMP, 2};
 
 bool store_load(Config *cfg, uint8_t *key, uint8_t *key_len) {
     bool valid = eeprom_read_word(A_MAGIC) == MAGIC;

@@ -3,9 +3,10 @@
 #include <avr/interrupt.h>
 #include <avr/io.h>
 
-// Power-of-two rings indexed by free-running 8-bit counters.
+// RX: a power-of-two ring indexed by free-running 8-bit counters. TX: a report
+// with its tag (65 bytes) and an ack fit; indexes wrap explicitly.
 #define RX_SIZE 64
-#define TX_SIZE 128  // two reports with tags
+#define TX_SIZE 96
 
 static volatile uint8_t rx_buf[RX_SIZE];
 static volatile uint8_t rx_head, rx_tail;
@@ -38,8 +39,8 @@ ISR(USART_UDRE_vect) {
         UCSR0B &= (uint8_t)~_BV(UDRIE0);
         return;
     }
-    UDR0 = tx_buf[tx_tail % TX_SIZE];
-    tx_tail = (uint8_t)(tx_tail + 1);
+    UDR0 = tx_buf[tx_tail];
+    tx_tail = tx_tail + 1 == TX_SIZE ? 0 : tx_tail + 1;
 }
 
 int16_t uart_read(void) {
@@ -49,11 +50,15 @@ int16_t uart_read(void) {
     return b;
 }
 
-uint16_t uart_tx_room(void) { return (uint16_t)(TX_SIZE - 1 - (uint8_t)(tx_head - tx_tail)); }
+uint16_t uart_tx_room(void) {
+    uint8_t h = tx_head, t = tx_tail;
+    uint8_t used = h >= t ? h - t : (uint8_t)(TX_SIZE - t + h);
+    return (uint16_t)(TX_SIZE - 1 - used);
+}
 
 void uart_put(uint8_t b) {
-    tx_buf[tx_head % TX_SIZE] = b;
-    tx_head = (uint8_t)(tx_head + 1);
+    tx_buf[tx_head] = b;
+    tx_head = tx_head + 1 == TX_SIZE ? 0 : tx_head + 1;
     UCSR0B |= _BV(UDRIE0);
 }
 
