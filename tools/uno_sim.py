@@ -164,6 +164,22 @@ class UnoSim:
             self.sram = self.ram_file.read_bytes()
         return self.stats
 
+    def snapshot(self, timeout: float = 5.0) -> dict[str, int]:
+        """The simulator's statistics now, while it keeps running (SIGUSR1)."""
+        assert self.proc is not None, "not running"
+        self.stats_file.unlink(missing_ok=True)
+        os.kill(self.proc.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                text = self.stats_file.read_text()
+                if text.endswith("\n"):
+                    return dict(json.loads(text))
+            except FileNotFoundError:
+                pass
+            time.sleep(0.01)
+        raise TimeoutError("the simulator wrote no statistics")
+
     def restart(self) -> str:
         """Power-cycle: stop, then start again with the same EEPROM."""
         self.stop()

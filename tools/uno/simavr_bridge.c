@@ -16,6 +16,7 @@
  *   its boot counter, key and configuration across runs, as a real one does.
  * - -b: start in a bootloader (optiboot) as after an external reset, once the host
  *   sends its first byte (the Uno's DTR auto-reset), so avrdude can upload.
+ * - SIGUSR1 writes STATS while the simulation goes on (a snapshot for benchmarks).
  * - On SIGTERM or SIGINT the simulation stops, STATS gets a JSON line (cycles,
  *   cycles asleep, conversions, bytes each way) and RAMDUMP the 2 KiB of SRAM (for the
  *   stack-painting check). -r paces the simulation to real time (default: as fast as
@@ -42,7 +43,7 @@
 #include "sim_elf.h"
 #include "sim_hex.h"
 
-static volatile sig_atomic_t stop;
+static volatile sig_atomic_t stop, snapshot;
 static avr_t *avr;
 static int master = -1;
 static int xon = 1;
@@ -54,8 +55,10 @@ static avr_irq_t *adc_irq;
 static avr_irq_t *uart_in;
 
 static void on_signal(int sig) {
-    (void)sig;
-    stop = 1;
+    if (sig == SIGUSR1)
+        snapshot = 1;
+    else
+        stop = 1;
 }
 
 static void uart_out(struct avr_irq_t *irq, uint32_t value, void *param) {
@@ -153,6 +156,19 @@ static void eeprom_io(const char *path, int save) {
     d.ee = buf;
     d.size = (uint32_t)n;
     avr_ioctl(avr, AVR_IOCTL_EEPROM_SET, &d);
+}
+
+static void write_stats(const char *path, int state) {
+    FILE *f = fopen(path, "w");
+    if (!f) return;
+    fprintf(f,
+            "{\"cycles\": %llu, \"sleep_cycles\": %llu, \"conversions\": %llu, "
+            "\"bytes_in\": %llu, \"bytes_out\": %llu, \"bytes_dropped\": %llu, "
+            "\"state\": %d}\n",
+            (unsigned long long)avr->cycle, (unsigned long long)sleep_cycles,
+            (unsigned long long)conversions, (unsigned long long)bytes_in,
+            (unsigned long long)bytes_out, (unsigned long long)bytes_dropped, state);
+    fclose(f);
 }
 
 static void load_bootloader(const char *path) {
@@ -253,6 +269,7 @@ int main(int argc, char **argv) {
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     // With a bootloader, hold the MCU in reset until the host speaks (DTR reset).
@@ -284,24 +301,16 @@ int main(int argc, char **argv) {
                 bytes_in++;
             }
         }
+        if (snapshot) {
+            snapshot = 0;
+            if (stats) write_stats(stats, state);
+        }
         if (held) continue;
         state = avr_run(avr);
         if (state == cpu_Done || state == cpu_Crashed) break;
     }
     if (eeprom) eeprom_io(eeprom, 1);
-    if (stats) {
-        FILE *f = fopen(stats, "w");
-        if (f) {
-            fprintf(f,
-                    "{\"cycles\": %llu, \"sleep_cycles\": %llu, \"conversions\": %llu, "
-                    "\"bytes_in\": %llu, \"bytes_out\": %llu, \"bytes_dropped\": %llu, "
-                    "\"state\": %d}\n",
-                    (unsigned long long)avr->cycle, (unsigned long long)sleep_cycles,
-                    (unsigned long long)conversions, (unsigned long long)bytes_in,
-                    (unsigned long long)bytes_out, (unsigned long long)bytes_dropped, state);
-            fclose(f);
-        }
-    }
+    if (stats) write_stats(stats, state);
     if (ramdump) {
         FILE *f = fopen(ramdump, "wb");
         if (f) {
