@@ -91,9 +91,6 @@ $(UNO_OUT)/core/%.S.o: $(AVR_CORE)/cores/arduino/%.S
 $(UNO_OUT)/core.a: $(UNO_CORE_OBJ)
 	rm -f $@ && avr-gcc-ar rcs $@ $^
 
-# The per-sample filter is the hot path: optimised for speed (constant shifts unrolled
-# instead of the loops -Os writes), everything else for size.
-$(UNO_OUT)/fw/dsp.cpp.o: UNO_OPT := -O2 -ffunction-sections -fdata-sections -Wall
 $(UNO_OUT)/fw/%.cpp.o: $(UNO_SRC)/%.cpp $(UNO_HDRS)
 	@mkdir -p $(@D)
 	$(UNO_CXX) -c $< -o $@

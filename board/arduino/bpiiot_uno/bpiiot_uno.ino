@@ -278,6 +278,7 @@ static void command(Command *c) {
             return;
         case T_REBOOT:
             send_ack(c->seq);
+            store_flush();
             while (!uart_tx_empty()) {
             }
             delay(2);  // the last byte leaves the shift register
@@ -381,6 +382,7 @@ void loop() {
         busy = true;
         process(&t);
     }
+    store_poll();
     account_load();
     if (!busy) idle();
 }

@@ -1,3 +1,6 @@
+// Hashing runs for every frame with the MAC on: optimised for speed in every build.
+#pragma GCC optimize("O2")
+
 #include "sha256.h"
 
 #include <string.h>
@@ -23,7 +26,29 @@ static const uint32_t H0[8] BPIIOT_PROGMEM = {
     0x510e527fUL, 0x9b05688cUL, 0x1f83d9abUL, 0x5be0cd19UL,
 };
 
-static inline uint32_t ror(uint32_t x, uint8_t n) { return (x >> n) | (x << (32 - n)); }
+// Rotations from byte moves and one-bit steps: a general 32-bit shift by n is an
+// n-round loop on the AVR, and SHA-256 rotates 600 times a block.
+static inline uint32_t r8(uint32_t x) { return (x >> 8) | (x << 24); }
+static inline uint32_t r16(uint32_t x) { return (x >> 16) | (x << 16); }
+static inline uint32_t r24(uint32_t x) { return (x >> 24) | (x << 8); }
+static inline uint32_t r1(uint32_t x) { return (x >> 1) | (x << 31); }
+static inline uint32_t l1(uint32_t x) { return (x << 1) | (x >> 31); }
+static inline uint32_t bsig0(uint32_t a) {  // ror 2 ^ ror 13 ^ ror 22
+    uint32_t r2 = r1(r1(a));
+    return r2 ^ l1(l1(l1(r16(a)))) ^ l1(l1(r24(a)));
+}
+static inline uint32_t bsig1(uint32_t e) {  // ror 6 ^ ror 11 ^ ror 25
+    uint32_t e8 = r8(e);
+    return l1(l1(e8)) ^ r1(r1(r1(e8))) ^ r1(r24(e));
+}
+static inline uint32_t ssig0(uint32_t w) {  // ror 7 ^ ror 18 ^ shr 3
+    uint32_t w16 = r16(w);
+    return l1(r8(w)) ^ r1(r1(w16)) ^ (w >> 3);
+}
+static inline uint32_t ssig1(uint32_t w) {  // ror 17 ^ ror 19 ^ shr 10
+    uint32_t w17 = r1(r16(w));
+    return w17 ^ r1(r1(w17)) ^ ((w >> 8) >> 2);
+}
 
 // One compression; the message schedule is a 16-word ring (64 bytes of stack).
 static void compress(uint32_t h[8], const uint8_t *p) {
@@ -37,13 +62,10 @@ static void compress(uint32_t h[8], const uint8_t *p) {
             wi = w[i];
         } else {
             uint32_t w15 = w[(i + 1) & 15], w2 = w[(i + 14) & 15];
-            uint32_t s0 = ror(w15, 7) ^ ror(w15, 18) ^ (w15 >> 3);
-            uint32_t s1 = ror(w2, 17) ^ ror(w2, 19) ^ (w2 >> 10);
-            wi = w[i & 15] = w[i & 15] + s0 + w[(i + 9) & 15] + s1;
+            wi = w[i & 15] = w[i & 15] + ssig0(w15) + w[(i + 9) & 15] + ssig1(w2);
         }
-        uint32_t t1 = hh + (ror(e, 6) ^ ror(e, 11) ^ ror(e, 25)) + ((e & f) ^ (~e & g)) +
-                      bpiiot_read_u32(&K[i]) + wi;
-        uint32_t t2 = (ror(a, 2) ^ ror(a, 13) ^ ror(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+        uint32_t t1 = hh + bsig1(e) + ((e & f) ^ (~e & g)) + bpiiot_read_u32(&K[i]) + wi;
+        uint32_t t2 = bsig0(a) + ((a & b) ^ (a & c) ^ (b & c));
         hh = g;
         g = f;
         f = e;

@@ -36,9 +36,46 @@ uint32_t store_boot(void) {
     return n;
 }
 
-void store_save_config(const Config *cfg) { eeprom_update_block(cfg, A_CONFIG, sizeof *cfg); }
+// Queued writes: the key area (length byte + key, contiguous) and the config, each
+// with its own copy and a count of bytes still to write.
+static uint8_t key_copy[1 + LIM_KEY_MAX];
+static uint8_t key_left;  // bytes of key_copy not yet written, written from the end
+static Config config_copy;
+static uint8_t config_left;
+
+void store_save_config(const Config *cfg) {
+    config_copy = *cfg;
+    config_left = sizeof config_copy;
+}
 
 void store_save_key(const uint8_t *key, uint8_t len) {
-    if (len) eeprom_update_block(key, A_KEY, len);
-    eeprom_update_byte(A_KEYLEN, len);
+    // Written from the end, so the length byte (index 0) goes last. A reset halfway
+    // leaves a key the host does not hold: its frames fail `mac`, nothing crashes.
+    key_copy[0] = len;
+    memcpy(key_copy + 1, key, len);
+    key_left = (uint8_t)(1 + len);
+}
+
+static bool write_one(void) {
+    if (config_left) {
+        config_left--;
+        eeprom_update_byte(A_CONFIG + config_left, ((uint8_t *)&config_copy)[config_left]);
+        return true;
+    }
+    if (key_left) {
+        key_left--;
+        eeprom_update_byte(A_KEYLEN + key_left, key_copy[key_left]);
+        return true;
+    }
+    return false;
+}
+
+void store_poll(void) {
+    if (eeprom_is_ready()) write_one();
+}
+
+void store_flush(void) {
+    while (write_one()) {
+    }
+    eeprom_busy_wait();
 }
