@@ -59,7 +59,7 @@ static Config cfg;
 // One key for both directions (64 bytes: the HMAC's inner and outer states).
 static HmacKey hmac_key;
 static Encoder enc = {false, &hmac_key, 0, 0};
-static Verifier ver = {false, &hmac_key, 0, 0, false};
+static Verifier ver = {false, &hmac_key, 0, 0, false, 0};
 static uint32_t boot_counter;
 static uint32_t frames_sent, frames_rejected, windows;
 static uint8_t body[BODY_CAP];

@@ -78,7 +78,8 @@ uint8_t verify_chunk(Verifier *v, uint8_t *chunk, uint16_t n, Command *cmd, bool
     if ((vf >> 4) != PROTO_MAJOR) return R_VERSION;
     uint8_t flags = vf & 0x0F;
     if (flags & ~(FLAG_AUTH | FLAG_HOST)) return R_FLAGS;
-    if (!(flags & FLAG_HOST)) return R_DIRECTION;
+    bool host_side = v->host_schema != 0;
+    if (!(flags & FLAG_HOST) != host_side) return R_DIRECTION;
     uint16_t end = len - CRC_LEN;
     if (flags & FLAG_AUTH) {
         end -= TAG_LEN;
@@ -97,16 +98,34 @@ uint8_t verify_chunk(Verifier *v, uint8_t *chunk, uint16_t n, Command *cmd, bool
         if (diff) return R_MAC;
     }
     cmd->authenticated = v->has_key;
-    // Hello requests are how a host learns the session: answered whatever it names.
-    if (cmd->type != T_HELLO_REQUEST) {
-        if (!v->any_session && cmd->session != v->session) return R_SESSION;
-        if (cmd->seq <= v->seq) return R_REPLAY;
+    if (host_side) {
+        // Host: (session, seq) must be newer; sessions in RFC 1982 arithmetic.
+        if (!v->any_session) {
+            uint16_t d = (uint16_t)(cmd->session - v->session);
+            if (d == 0 ? cmd->seq <= v->seq : d >= 0x8000) return R_REPLAY;
+        }
+        if (cmd->type < T_HELLO || cmd->type > T_CONFIG) return R_TYPE;
+    } else {
+        // Hello requests are how a host learns the session: answered whatever it names.
+        if (cmd->type != T_HELLO_REQUEST) {
+            if (!v->any_session && cmd->session != v->session) return R_SESSION;
+            if (cmd->seq <= v->seq) return R_REPLAY;
+        }
+        if (cmd->type < T_PING || cmd->type > T_GET_CONFIG) return R_TYPE;
     }
-    if (cmd->type < T_PING || cmd->type > T_GET_CONFIG) return R_TYPE;
     const uint8_t *payload = chunk + HEADER_LEN;
     uint16_t plen = end - HEADER_LEN, used;
+    cmd->payload = payload;
+    cmd->payload_len = plen;
     if (!cbor_well_formed(payload, plen, &used)) return R_CBOR;
     if (used != plen) return R_TRAILING;
+    if (host_side) {
+        if (!v->host_schema(cmd->type, payload, plen)) return R_SCHEMA;
+        v->session = cmd->session;
+        v->seq = cmd->seq;
+        v->any_session = false;
+        return 0;
+    }
     if (!check_schema(payload, plen, cmd)) return R_SCHEMA;
     if (cmd->seq > v->seq) v->seq = cmd->seq;
     return 0;

@@ -34,7 +34,14 @@ struct Command {
     // set_key: points into the chunk that was verified (valid until it is reused).
     const uint8_t *key;
     uint8_t key_len;
+    // The payload, in the verified chunk.
+    const uint8_t *payload;
+    uint16_t payload_len;
 };
+
+// Schema check of the board's own messages, for a receiver on the host side (the
+// host build's conformance runner); a board leaves it null and checks commands.
+typedef bool (*board_schema_fn)(uint8_t type, const uint8_t *payload, uint16_t len);
 
 // The board's receiver: its session, the last host seq accepted and the key.
 struct Verifier {
@@ -43,6 +50,9 @@ struct Verifier {
     uint16_t session;
     uint32_t seq;
     bool any_session;  // a receiver that has no session yet (the vectors' fresh board)
+    // Non-null: this receiver is the host's (frames from a board, SPEC.md 3.1 host
+    // replay rule, types 0x01-0x07), checking payloads with this function.
+    board_schema_fn host_schema;
 };
 
 // Check one chunk (COBS, no delimiter), decoded in place. Returns 0 and fills *cmd,

@@ -54,8 +54,14 @@ class UnoCodec:
         self.lib.uno_verify.restype = ctypes.c_int
         self.lib.uno_encode.restype = ctypes.c_int
 
-    def verify(self, wire: bytes, key: bytes | None, prior: dict[str, int] | None) -> Verdict:
-        """Verify a board-bound chunk as the Uno would."""
+    def verify(
+        self,
+        wire: bytes,
+        key: bytes | None,
+        prior: dict[str, int] | None,
+        host_side: bool = False,
+    ) -> Verdict:
+        """Verify a chunk as the Uno's receiver (or, host_side, as the host's)."""
         chunk = ctypes.create_string_buffer(wire, len(wire) + 1)
         out = ctypes.create_string_buffer(600)
         hdr = (ctypes.c_uint32 * 7)()
@@ -71,6 +77,7 @@ class UnoCodec:
             out,
             len(out),
             hdr,
+            int(host_side),
         )
         return Verdict(REASONS[r], hdr[0], hdr[1], hdr[2], bool(hdr[3]), out.raw[: hdr[4]],
                        bool(hdr[5]), hdr[6])  # fmt: skip
