@@ -75,7 +75,8 @@ UNO_FW_OBJ   := $(patsubst $(UNO_SRC)/%,$(UNO_OUT)/fw/%.o,$(UNO_FW_SRC)) $(UNO_O
 UNO_HDRS     := $(wildcard $(UNO_SRC)/*.h)
 UNO_CODEC    := codec cbor cobs crc32 sha256 dsp
 
-uno: $(UNO_OUT)/bpiiot_uno.hex $(UNO_OUT)/host/libuno_codec.so $(UNO_OUT)/simavr_bridge
+uno: $(UNO_OUT)/bpiiot_uno.hex $(UNO_OUT)/host/libuno_codec.so $(UNO_OUT)/simavr_bridge \
+	$(UNO_OUT)/vector_runner.elf
 
 uno-host: $(UNO_OUT)/host/libuno_codec.so
 
@@ -112,6 +113,13 @@ $(UNO_OUT)/host/libuno_codec.so: tools/uno/codec_host.cpp $(UNO_HDRS) \
 		$(patsubst %,$(UNO_SRC)/%.cpp,$(UNO_CODEC))
 	@mkdir -p $(@D)
 	g++ -O2 -Wall -Wextra -shared -fPIC -I$(UNO_SRC) -o $@ $< $(patsubst %,$(UNO_SRC)/%.cpp,$(UNO_CODEC))
+
+# The codec compiled by avr-gcc with the host build's C ABI, for vectors in simavr.
+$(UNO_OUT)/vector_runner.elf: tools/uno/vector_runner.cpp tools/uno/codec_host.cpp $(UNO_HDRS) \
+		$(patsubst %,$(UNO_SRC)/%.cpp,$(UNO_CODEC))
+	avr-g++ $(UNO_DEFS) -I$(UNO_SRC) -Os -fno-exceptions -Wl,--gc-sections \
+		-ffunction-sections -fdata-sections -o $@ $< tools/uno/codec_host.cpp \
+		$(patsubst %,$(UNO_SRC)/%.cpp,$(UNO_CODEC))
 
 $(UNO_OUT)/simavr_bridge: tools/uno/simavr_bridge.c
 	@mkdir -p $(@D)

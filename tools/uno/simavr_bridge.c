@@ -296,7 +296,10 @@ int main(int argc, char **argv) {
                     continue;
                 }
             }
-            while (xon && ipending < npending) {
+            // Held until the firmware enables its receiver (UCSR0B.RXEN0), as the
+            // Uno's USB-serial chip holds them; simavr would drop them before that.
+            int rx_on = avr->data[0xC1] & (1 << 4);
+            while (xon && rx_on && ipending < npending) {
                 avr_raise_irq(uart_in, pending[ipending++]);
                 bytes_in++;
             }

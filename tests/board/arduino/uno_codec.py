@@ -84,41 +84,14 @@ class UnoCodec:
 
     def encode(self, msg: dict[str, Any], key: bytes | None, session: int, seq: int) -> bytes:
         """The wire chunk (no delimiter) the Uno builds for a board message dict."""
-        kind = msg["kind"]
-        text = b""
-        if kind == "hello":
-            f = [*msg["firmware_version"], msg["capabilities"], msg["boot_counter"],
-                 msg["last_host_seq"]]  # fmt: skip
-            text = msg["board_id"].encode()
-            if tuple(msg["protocol_version"]) != (1, 0):
-                raise ValueError("the Uno speaks protocol 1.0 only")
-        elif kind == "report":
-            t = msg["temperature_cdeg_c"]
-            f = [msg["window_seq"], msg["board_time_ms"], msg["samples"], *msg["acc_rms_mg"],
-                 *msg["acc_peak_mg"], *msg["vel_rms_um_s"], int(t is not None), t or 0,
-                 msg.get("flags", 0)]  # fmt: skip
-        elif kind == "status":
-            f = [msg[k] for k in ("frames_sent", "frames_rejected", "overruns",
-                                  "free_memory_bytes", "cpu_load_permille", "uptime_ms",
-                                  "windows")]  # fmt: skip
-        elif kind == "ack":
-            f = [msg["ref_seq"]]
-        elif kind == "nack":
-            f = [msg["ref_seq"], msg["code"]]
-            text = msg["detail"].encode()
-        elif kind == "log":
-            f = [msg["level"]]
-            text = msg["text"].encode()
-        else:
-            f = [msg[k] for k in ("sample_rate_hz", "window_ms", "hop_ms", "channels",
-                                  "machine_class")]  # fmt: skip
+        type_, f, text = encode_args(msg)
         fields = (ctypes.c_longlong * 16)(*f)
         out = ctypes.create_string_buffer(600)
         k = key or b""
-        n = self.lib.uno_encode(TYPES[kind], fields, text + b"\0", k, len(k), session,
+        n = self.lib.uno_encode(type_, fields, text + b"\0", k, len(k), session,
                                 ctypes.c_uint32(seq), out, len(out))  # fmt: skip
         if n < 0:
-            raise ValueError(f"the Uno codec could not encode {kind}")
+            raise ValueError(f"the Uno codec could not encode {msg['kind']}")
         return out.raw[:n]
 
     def features(
@@ -130,3 +103,36 @@ class UnoCodec:
         out = (ctypes.c_uint32 * (10 * (n // window) + 10))()
         w = self.lib.uno_features(*axes, n, window, out)
         return [(list(out[10 * i : 10 * i + 9]), out[10 * i + 9]) for i in range(w)]
+
+
+def encode_args(msg: dict[str, Any]) -> tuple[int, list[int], bytes]:
+    """(type, integer fields, text) of a board message dict, as uno_encode takes them."""
+    kind = msg["kind"]
+    text = b""
+    if kind == "hello":
+        f = [*msg["firmware_version"], msg["capabilities"], msg["boot_counter"],
+             msg["last_host_seq"]]  # fmt: skip
+        text = msg["board_id"].encode()
+        if tuple(msg["protocol_version"]) != (1, 0):
+            raise ValueError("the Uno speaks protocol 1.0 only")
+    elif kind == "report":
+        t = msg["temperature_cdeg_c"]
+        f = [msg["window_seq"], msg["board_time_ms"], msg["samples"], *msg["acc_rms_mg"],
+             *msg["acc_peak_mg"], *msg["vel_rms_um_s"], int(t is not None), t or 0,
+             msg.get("flags", 0)]  # fmt: skip
+    elif kind == "status":
+        f = [msg[k] for k in ("frames_sent", "frames_rejected", "overruns",
+                              "free_memory_bytes", "cpu_load_permille", "uptime_ms",
+                              "windows")]  # fmt: skip
+    elif kind == "ack":
+        f = [msg["ref_seq"]]
+    elif kind == "nack":
+        f = [msg["ref_seq"], msg["code"]]
+        text = msg["detail"].encode()
+    elif kind == "log":
+        f = [msg["level"]]
+        text = msg["text"].encode()
+    else:
+        f = [msg[k] for k in ("sample_rate_hz", "window_ms", "hop_ms", "channels",
+                              "machine_class")]  # fmt: skip
+    return TYPES[kind], f, text
