@@ -368,9 +368,13 @@ void setup() {
     send_hello();
     load_window_start = micros();
     start_acquisition();
+    // A hung loop resets the board (and the SBC sees a new session) instead of
+    // leaving a silent one; the loop turns at least at the sample rate.
+    wdt_enable(WDTO_2S);
 }
 
 void loop() {
+    wdt_reset();
     bool busy = false;
     int16_t b;
     while ((b = uart_read()) >= 0) {
