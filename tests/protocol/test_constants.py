@@ -147,7 +147,8 @@ def test_cddl_matches() -> None:
     assert f"level: 0..{lim['log_level_max']}" in text
     assert f"cpu-load-permille: 0..{lim['cpu_load_max_permille']}" in text
     assert f"{{1,{lim['board_id_max']}}}" in text
-    assert f"(0..{lim['temperature_max_cdeg_c']})" in text
+    assert f"int .ge {lim['temperature_min_cdeg_c']}" in text
+    assert f"int .le {lim['temperature_max_cdeg_c']}" in text
 
 
 def test_uno_header_is_generated_from_the_json() -> None:

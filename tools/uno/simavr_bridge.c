@@ -20,7 +20,8 @@
  * - On SIGTERM or SIGINT the simulation stops, STATS gets a JSON line (cycles,
  *   cycles asleep, conversions, bytes each way) and RAMDUMP the 2 KiB of SRAM (for the
  *   stack-painting check). -r paces the simulation to real time (default: as fast as
- *   the host runs it; the firmware's clock is simulated time either way).
+ *   the host runs it; the firmware's clock is simulated time either way); -b implies
+ *   -r, since a bootloader's timeouts must run at the uploader's pace.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -105,14 +106,27 @@ static void adc_trigger(struct avr_irq_t *irq, uint32_t value, void *param) {
     avr_raise_irq(adc_irq + ch, row[ch]);
 }
 
-// Asleep (the firmware's idle loop): count the cycles skipped; pace if asked to.
+// Asleep (the firmware's idle loop): count the cycles skipped.
 static int realtime;
 static void on_sleep(avr_t *a, avr_cycle_count_t how_long) {
+    (void)a;
     sleep_cycles += how_long;
-    if (realtime) {
-        uint64_t us = how_long * 1000000ULL / a->frequency;
-        if (us > 0) usleep((useconds_t)us);
-    }
+}
+
+static uint64_t now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
+}
+
+// Real-time pacing: never let simulated time run ahead of the wall clock. A
+// bootloader needs it: optiboot gives up after one second, which must be a second
+// of the uploader's time, not a few milliseconds of a fast simulation.
+static uint64_t pace_start_us, pace_start_cycle;
+static void pace(void) {
+    uint64_t sim_us = (avr->cycle - pace_start_cycle) * 1000000ULL / avr->frequency;
+    uint64_t wall_us = now_us() - pace_start_us;
+    if (sim_us > wall_us + 2000) usleep((useconds_t)(sim_us - wall_us));
 }
 
 static void load_signal(const char *path) {
@@ -234,6 +248,7 @@ int main(int argc, char **argv) {
     if (sig) load_signal(sig);
     if (eeprom) eeprom_io(eeprom, 0);
     avr->sleep = on_sleep;
+    pace_start_us = now_us();
 
     int slave;
     char name[256];
@@ -272,8 +287,10 @@ int main(int argc, char **argv) {
     sigaction(SIGUSR1, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    // With a bootloader, hold the MCU in reset until the host speaks (DTR reset).
+    // With a bootloader, hold the MCU in reset until the host speaks (DTR reset),
+    // and keep simulated time at the wall clock's pace.
     int held = boot != NULL;
+    if (boot) realtime = 1;
     uint8_t pending[256];
     size_t npending = 0, ipending = 0;
     int state = cpu_Running;
@@ -290,6 +307,8 @@ int main(int argc, char **argv) {
                         avr_reset(avr);
                         avr->pc = avr->reset_pc;
                         avr->data[0x54] = 0x02;  // MCUSR: EXTRF, an external reset
+                        pace_start_us = now_us();
+                        pace_start_cycle = avr->cycle;
                     }
                 } else if (held) {
                     usleep(1000);
@@ -309,6 +328,7 @@ int main(int argc, char **argv) {
             if (stats) write_stats(stats, state);
         }
         if (held) continue;
+        if (realtime && (iter & 255) == 1) pace();
         state = avr_run(avr);
         if (state == cpu_Done || state == cpu_Crashed) break;
     }

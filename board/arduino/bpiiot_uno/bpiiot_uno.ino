@@ -124,7 +124,7 @@ static void send_config(void) {
 }
 
 static void send_status(void) {
-    uint32_t v[7] = {frames_sent + 1, frames_rejected, sampler_overruns(), stack_free(),
+    uint32_t v[7] = {frames_sent, frames_rejected, sampler_overruns(), stack_free(),
                      load_permille, millis(), windows};
     CborWriter w;
     payload_writer(&w, body, sizeof body);
@@ -189,6 +189,12 @@ static void finish_window(void) {
 }
 
 static void process(const Triplet *t) {
+    if (sampler_take_gap()) {
+        // Samples were lost before this one: the window is flagged, and the jump
+        // rings through the filters, so the next 480 samples settle again (DSP.md 2.1).
+        window_flags |= RF_OVERRUN;
+        settle_left = DSP_SETTLE_N;
+    }
     for (uint8_t a = 0; a < 3; a++) {
         uint16_t code = t->raw[a];
         if (adc_clipped(code) && (cfg.channels & (1 << a))) window_flags |= RF_CLIPPED;

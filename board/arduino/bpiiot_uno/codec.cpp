@@ -127,7 +127,9 @@ uint8_t verify_chunk(Verifier *v, uint8_t *chunk, uint16_t n, Command *cmd, bool
         return 0;
     }
     if (!check_schema(payload, plen, cmd)) return R_SCHEMA;
-    if (cmd->seq > v->seq) v->seq = cmd->seq;
+    // A hello_request from another session, or with an old seq, is answered but moves
+    // nothing (SPEC.md 3.1): a replayed old request must not lock the SBC out.
+    if ((v->any_session || cmd->session == v->session) && cmd->seq > v->seq) v->seq = cmd->seq;
     return 0;
 }
 

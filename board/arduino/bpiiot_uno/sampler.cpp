@@ -9,6 +9,7 @@
 static volatile Triplet ring[RING];
 static volatile uint8_t head, tail;
 static volatile uint32_t overruns, count;
+static volatile bool gap;
 static volatile uint8_t channel;  // being converted; CHANNELS = idle
 static volatile uint16_t cur[3];
 static volatile uint32_t temp_sum;
@@ -43,6 +44,7 @@ void sampler_stop(void) {
 ISR(TIMER1_COMPA_vect) {
     if (channel != CHANNELS) {
         overruns++;  // the previous tick's conversions are still running
+        gap = true;
         return;
     }
     channel = 0;
@@ -63,6 +65,7 @@ ISR(ADC_vect) {
     if (ch == 3) {
         if ((uint8_t)(head - tail) >= RING) {
             overruns++;
+            gap = true;
         } else {
             volatile Triplet *t = &ring[head % RING];
             t->raw[0] = cur[0];
@@ -113,4 +116,13 @@ void sampler_take_temperature(uint32_t *sum, uint16_t *n) {
     temp_sum = 0;
     temp_n = 0;
     SREG = s;
+}
+
+bool sampler_take_gap(void) {
+    if (!gap) return false;  // the common case: one byte read, no cli()
+    uint8_t s = SREG;
+    cli();
+    gap = false;
+    SREG = s;
+    return true;
 }

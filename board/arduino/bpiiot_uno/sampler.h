@@ -16,6 +16,8 @@ void sampler_stop(void);
 bool sampler_take(Triplet *t);
 // Samples lost since boot (ring full, or a tick came while converting).
 uint32_t sampler_overruns(void);
+// True once after samples were lost: the next triplet taken follows a gap.
+bool sampler_take_gap(void);
 // Sum and count of temperature conversions since the last call (then zeroed).
 void sampler_take_temperature(uint32_t *sum, uint16_t *count);
 // Triplets converted since boot.

@@ -34,8 +34,8 @@ def test_make_flash_uno_through_optiboot_then_talk(uno_build: Path) -> None:
             port = sim.start()
             proc = _flash(port)
             out = proc.stdout + proc.stderr
-            if proc.returncode != 0 and "initialization failed" in out:
-                continue
+            if proc.returncode != 0 and "bytes of flash written" not in out:
+                continue  # the handshake failed before anything was written
             assert proc.returncode == 0, out
             assert "device signature = 0x1e950f" in out
             assert "bytes of flash verified" in out, out

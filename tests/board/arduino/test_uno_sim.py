@@ -42,7 +42,10 @@ def test_conformance_mac_off_with_reboot(uno: UnoSim) -> None:
     result = run(uno.port, output_pin=2, reboot=True)
     text = result.render()
     assert result.passed, text
-    assert all(c.status == "pass" for c in result.checks), text
+    # Everything ran; the one check left out probes a capability the Uno lacks, and
+    # it announces every one that check knows how to probe.
+    skipped = [c.name for c in result.checks if c.status != "pass"]
+    assert skipped == ["a command of a capability not announced: nack unsupported"], text
     names = [c.name for c in result.checks]
     assert any("reboot" in n for n in names) and any("set_key" in n for n in names)
     assert result.frames_checked > 20
