@@ -8,11 +8,10 @@ import random
 
 from bpiiot import iso20816
 
-from .uno_codec import UNO_ROW, UnoCodec
+from .uno_codec import UnoCodec
 
 RATE = 800
-# The Uno runs the 1600 S/s row of DSP.md 3.1 (dsp.cpp) at 800 S/s: the same integer
-# filter, velocity scale doubled.
+# Any rate the reference supports: acceleration RMS and peak need no filter.
 REF_RATE = 1600
 
 
@@ -37,7 +36,7 @@ def test_tones_match_the_analytic_velocity(uno_codec: UnoCodec) -> None:
                     assert abs(got - ideal) <= 0.01 * ideal + 1, (f, a, got, ideal)
 
 
-def test_acceleration_is_exact_and_velocity_matches_the_reference(uno_codec: UnoCodec) -> None:
+def test_acceleration_is_exact_against_the_reference(uno_codec: UnoCodec) -> None:
     rnd = random.Random(7)
     n = 3 * RATE
     x = [round(800 * math.sin(i / 7.0)) + rnd.randint(-300, 300) for i in range(n)]
@@ -46,15 +45,11 @@ def test_acceleration_is_exact_and_velocity_matches_the_reference(uno_codec: Uno
     ours = uno_codec.features(x, y, z, RATE)
     ref = iso20816.reference_features(x, y, z, rate_hz=REF_RATE, window_n=RATE)
     assert len(ours) == len(ref) == 3
-    same_filter = iso20816.COEFFS.get(REF_RATE) == UNO_ROW
+    # Acceleration does not depend on the filter: bit for bit. (The Uno's velocity
+    # filter is its own, DSP.md 8; the tone test above holds it to its stated band.)
     for (values, _), r in zip(ours, ref, strict=True):
         assert values[0:3] == list(r.acc_rms_mg)
         assert values[3:6] == list(r.acc_peak_mg)
-        if same_filter:
-            # Same integer filter; the Uno's velocity is twice the reference's (its
-            # samples are twice as far apart), within 1 um/s of final rounding.
-            for got, want in zip(values[6:9], r.vel_rms_um_s, strict=True):
-                assert abs(got - 2 * want) <= 1, (got, want)
 
 
 def test_saturation_is_flagged(uno_codec: UnoCodec) -> None:

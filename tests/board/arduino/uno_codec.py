@@ -25,10 +25,6 @@ REASONS = (
     "trailing",
     "schema",
 )
-# The coefficient row the Uno compiles in (board/arduino/bpiiot_uno/dsp.cpp): the
-# 1600 S/s row of protocol/DSP.md 3.1, run at 800 S/s.
-UNO_ROW = (19, 18880, -18681, 14534, 28972, 29859, 8855, 32768, 64327, 48122, 25159,
-           21, 32081, -31279, 10, 7, 103877989110, 40)  # fmt: skip
 TYPES = {"hello": 1, "report": 2, "status": 3, "ack": 4, "nack": 5, "log": 6, "config": 7}
 
 
