@@ -124,15 +124,17 @@ static bool utf8_ok(const uint8_t *b, uint32_t n) {
     return true;
 }
 
-// One item at *pos; false if not well-formed. Items nested deeper than the protocol
-// ever needs are refused, so the recursion (and the stack) stays bounded.
+// One well-formed item at *pos (cbor_well_formed said so): true if it lies inside the
+// protocol's data model (SPEC.md 4: definite lengths, valid UTF-8, nesting up to 4;
+// tags and simple values are left to the message schemas). The depth limit keeps the
+// recursion, and the stack, bounded.
 static bool item(const uint8_t *b, uint16_t len, uint16_t *pos, uint8_t depth) {
     if (depth > 4) return false;
     uint8_t major, ai;
     uint32_t arg;
     bool big;
     if (!head(b, len, pos, &major, &ai, &arg, &big)) return false;
-    if (ai == 31) return false;  // indefinite lengths and stray breaks
+    if (ai == 31) return false;  // indefinite lengths
     switch (major) {
         case 0:
         case 1:
@@ -154,13 +156,105 @@ static bool item(const uint8_t *b, uint16_t len, uint16_t *pos, uint8_t depth) {
         case 6:
             return item(b, len, pos, depth + 1);
         default:  // simple values and floats
-            return ai != 24 || arg >= 32;
+            return true;
     }
 }
 
-bool cbor_well_formed(const uint8_t *buf, uint16_t len, uint16_t *end) {
+bool cbor_allowed(const uint8_t *buf, uint16_t len) {
     uint16_t pos = 0;
-    if (!item(buf, len, &pos, 0)) return false;
+    return item(buf, len, &pos, 0) && pos == len;
+}
+
+// Open indefinite-length arrays and maps the well-formedness check can follow. Each
+// takes at least two bytes (head and break), so a board whose host payloads are at
+// most 64 bytes never needs more than 32; the host build judges 512-byte payloads.
+#ifdef __AVR__
+#define CBOR_INDEF_MAX 32
+#else
+#define CBOR_INDEF_MAX 256
+#endif
+
+// RFC 8949 section 5.3.1 / appendix F, without recursion: `need` counts the items still
+// due in the current run of definite containers (an array of n adds n, a map 2n, a tag
+// 1), and only indefinite containers, which end at a break, take a slot on a stack.
+bool cbor_well_formed(const uint8_t *b, uint16_t len, uint16_t *end) {
+    uint16_t pos = 0;
+    uint32_t need = 1;
+    uint16_t depth = 0;
+    uint16_t saved[CBOR_INDEF_MAX];  // the outer run's `need` when each container opened
+    uint8_t kind[CBOR_INDEF_MAX];    // bit 0: a map; bit 1: a key is waiting for its value
+    for (;;) {
+        if (need == 0) {
+            if (depth == 0) break;
+            if (pos >= len) return false;
+            uint8_t k = kind[depth - 1];
+            if (b[pos] == 0xFF) {
+                if (k & 2) return false;  // a map's key without its value
+                pos++;
+                depth--;
+                need = saved[depth];
+                continue;
+            }
+            if (k & 1) kind[depth - 1] = k ^ 2;
+            need = 1;
+        }
+        uint8_t major, ai;
+        uint32_t arg;
+        bool big;
+        if (!head(b, len, &pos, &major, &ai, &arg, &big)) return false;  // truncated, 28-30
+        need--;
+        uint32_t left = (uint32_t)(len - pos);
+        if (ai == 31) {
+            if (major == 2 || major == 3) {
+                // Chunks: definite strings of the same major type, up to a break.
+                for (;;) {
+                    if (pos >= len) return false;
+                    if (b[pos] == 0xFF) {
+                        pos++;
+                        break;
+                    }
+                    uint8_t cm, cai;
+                    if (!head(b, len, &pos, &cm, &cai, &arg, &big)) return false;
+                    if (cm != major || cai == 31) return false;
+                    if (big || arg > (uint32_t)(len - pos)) return false;
+                    pos += (uint16_t)arg;
+                }
+                continue;
+            }
+            if (major == 4 || major == 5) {
+                if (depth == CBOR_INDEF_MAX) return false;
+                saved[depth] = (uint16_t)need;
+                kind[depth] = major == 5 ? 1 : 0;
+                depth++;
+                need = 0;
+                continue;
+            }
+            return false;  // indefinite integer or tag, or a break where an item is due
+        }
+        switch (major) {
+            case 2:
+            case 3:
+                if (big || arg > left) return false;
+                pos += (uint16_t)arg;
+                break;
+            case 4:
+                if (big || arg > left) return false;  // each item is at least one byte
+                need += arg;
+                break;
+            case 5:
+                if (big || arg > left / 2) return false;
+                need += 2 * arg;
+                break;
+            case 6:
+                need += 1;
+                break;
+            case 7:
+                if (ai == 24 && arg < 32) return false;  // two-byte simple value below 32
+                break;
+            default:
+                break;
+        }
+    }
     *end = pos;
     return true;
 }

@@ -23,10 +23,14 @@ void cbor_text(CborWriter *w, const char *s, uint16_t len);
 void cbor_bytes(CborWriter *w, const uint8_t *s, uint16_t len);
 void cbor_null(CborWriter *w);
 
-// Check that buf[0..len) starts with one well-formed CBOR item (any major type,
-// definite lengths only, nesting up to 4 levels, text strings valid UTF-8), and
-// store its length in *end. Returns false when it is not (drop reason `cbor`).
+// Check that buf[0..len) starts with one well-formed CBOR item (RFC 8949 5.3.1, at any
+// depth, indefinite lengths included), and store its length in *end. Returns false
+// when it does not (drop reason `cbor`, SPEC.md 4 step 1).
 bool cbor_well_formed(const uint8_t *buf, uint16_t len, uint16_t *end);
+
+// True when the well-formed item buf[0..len) lies inside the protocol's data model:
+// definite lengths, valid UTF-8 text, nesting up to 4 (false: `schema`, SPEC.md 4).
+bool cbor_allowed(const uint8_t *buf, uint16_t len);
 
 // A cursor over a well-formed item, for the schema checks.
 struct CborReader {

@@ -119,6 +119,7 @@ uint8_t verify_chunk(Verifier *v, uint8_t *chunk, uint16_t n, Command *cmd, bool
     cmd->payload_len = plen;
     if (!cbor_well_formed(payload, plen, &used)) return R_CBOR;
     if (used != plen) return R_TRAILING;
+    if (!cbor_allowed(payload, plen)) return R_SCHEMA;
     if (host_side) {
         if (!v->host_schema(cmd->type, payload, plen)) return R_SCHEMA;
         v->session = cmd->session;
