@@ -344,24 +344,28 @@ class Chain:
         from bpiiot.wallet import LocalSigner
 
         self.dev = DevNode("anvil").start()
-        self.signer = LocalSigner(secrets.token_bytes(32))
-        self.dev.set_balance(self.signer.address, 10 * 10**18)
-        self.node = Node(self.dev.url, expected_chain_id=self.dev.chain_id)
-        self.node.connect()
-        # The nonce journal shares the outbox's database (one transaction per incident).
-        self.sender = TransactionSender(
-            self.node,
-            self.signer,
-            NonceJournal(db, self.node.chain_id, self.signer.address),
-            FeePolicy(cache_s=0),
-            poll_s=0.05,
-        )
-        self.sender.start()
-        vendor = LocalSigner(secrets.token_bytes(32)).address
-        self.service = MachineService.deploy_for(self.sender, self.signer.address, vendor)
-        self.drain = OutboxSender(
-            outbox, self.sender, {MachineService.NAME: self.service.with_sender(self.sender)}
-        )
+        try:
+            self.signer = LocalSigner(secrets.token_bytes(32))
+            self.dev.set_balance(self.signer.address, 10 * 10**18)
+            self.node = Node(self.dev.url, expected_chain_id=self.dev.chain_id)
+            self.node.connect()
+            # The nonce journal shares the outbox's database (one transaction per incident).
+            self.sender = TransactionSender(
+                self.node,
+                self.signer,
+                NonceJournal(db, self.node.chain_id, self.signer.address),
+                FeePolicy(cache_s=0),
+                poll_s=0.05,
+            )
+            self.sender.start()
+            vendor = LocalSigner(secrets.token_bytes(32)).address
+            self.service = MachineService.deploy_for(self.sender, self.signer.address, vendor)
+            self.drain = OutboxSender(
+                outbox, self.sender, {MachineService.NAME: self.service.with_sender(self.sender)}
+            )
+        except BaseException:
+            self.dev.stop()  # a failed start leaves no node behind
+            raise
         self.outbox = outbox
         self.bus = bus
         self._stop = threading.Event()
