@@ -196,3 +196,69 @@ def verify_bundle(doc: dict[str, Any], key: bytes | None = None) -> Verdict:
     if on_chain is not None and str(on_chain).lower() != verdict.computed:
         verdict.problems.append("the transaction's evidence hash differs from the frames' hash")
     return verdict
+
+
+def tx_evidence(config: Any, tx_hash: str) -> dict[str, Any]:
+    """Read transaction ``tx_hash`` from the configured node, decode its evidence hash, find
+    the incident in the configured store and return a bundle (see :func:`export_bundle`).
+
+    ``config`` is a loaded :class:`bpiiot.config.Config`. Raises :class:`EvidenceError`
+    when the transaction is not a call of the configured agreements or no incident matches.
+    """
+    from hexbytes import HexBytes
+    from web3.exceptions import TransactionNotFound
+
+    from bpiiot.chain.contracts import BINDINGS, load_artifact
+    from bpiiot.chain.factory import node_from_config
+    from bpiiot.controller import store_from_config
+
+    node = node_from_config(config.chain)
+    node.connect()
+    w3 = node.w3
+    try:
+        with node.rpc("eth_getTransactionByHash"):
+            tx = w3.eth.get_transaction(HexBytes(tx_hash))
+        with node.rpc("eth_getTransactionReceipt"):
+            receipt = w3.eth.get_transaction_receipt(HexBytes(tx_hash))
+    except TransactionNotFound:
+        raise EvidenceError(f"transaction {tx_hash} is not known to {node.url}") from None
+    to = str(tx.get("to") or "").lower()
+    addresses = {
+        "MachineService": config.chain.machine_service.lower(),
+        "PartReplacement": config.chain.part_replacement.lower(),
+    }
+    name = next((n for n, a in addresses.items() if a and a == to), None)
+    if name is None or name not in BINDINGS:
+        raise EvidenceError(f"transaction {tx_hash} does not call the configured agreements")
+    contract = w3.eth.contract(address=tx["to"], abi=load_artifact(name).abi)
+    func, args = contract.decode_function_input(tx["input"])
+    if "evidenceHash" not in args:
+        raise EvidenceError(f"{name}.{func.fn_name} carries no evidence hash")
+    on_chain = "0x" + bytes(args["evidenceHash"]).hex()
+    store = store_from_config(config)
+    try:
+        matches = store.incidents_by_evidence(on_chain)
+        if not matches:
+            raise EvidenceError(
+                f"no incident in {store.path} has evidence hash {on_chain} (tx {tx_hash})"
+            )
+        incident = matches[0]
+        bodies = [f.body for f in store.incident_frames(incident["id"])]
+    finally:
+        store.close()
+    tx_info = {
+        "hash": HexBytes(tx_hash).to_0x_hex(),
+        "contract": name,
+        "address": tx["to"],
+        "function": func.fn_name,
+        "args": {
+            k: ("0x" + bytes(v).hex() if isinstance(v, bytes) else v) for k, v in args.items()
+        },
+        "evidence_hash": on_chain,
+        "value_wei": int(tx["value"]),
+        "from": tx["from"],
+        "block": int(receipt["blockNumber"]),
+        "status": int(receipt["status"]),
+        "chain_id": node.chain_id,
+    }
+    return export_bundle(incident, bodies, tx_info)

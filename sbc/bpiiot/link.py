@@ -53,6 +53,15 @@ class LinkStats:
         """All frames dropped, whatever the reason."""
         return sum(self.dropped.values())
 
+    def snapshot(self) -> dict[str, Any]:
+        """:meth:`as_dict`, safe to call from any thread while the read thread counts."""
+        for _ in range(10):
+            try:
+                return self.as_dict()
+            except RuntimeError:  # a new drop reason was added while copying: again
+                continue
+        return self.as_dict()
+
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly snapshot."""
         return {
