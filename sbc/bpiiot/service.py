@@ -47,6 +47,7 @@ import socket
 import stat
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -707,3 +708,82 @@ def default_socket_path(cfg: config_mod.Config) -> Path:
     """The socket path of ``[service]`` in ``cfg``."""
     sc: ServiceConfig = section(cfg, "service", ServiceConfig)
     return Path(sc.socket).expanduser()
+
+
+class ServiceClient:
+    """A client of a running service's socket (what ``bpiiot monitor`` and ``flash`` use).
+
+    :meth:`request` sends one command and returns its reply's result; :meth:`stream` yields
+    the JSON objects the service pushes (frames and events).
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buf = b""
+        self._backlog: list[dict[str, Any]] = []
+
+    @classmethod
+    def connect(cls, path: Path | str, timeout_s: float = 2.0) -> ServiceClient | None:
+        """Connect to the service at ``path``; None if no service answers there."""
+        s = connect_socket(path, timeout_s)
+        return None if s is None else cls(s)
+
+    @classmethod
+    def for_port(
+        cls, url: str, cfg: config_mod.Config | None = None
+    ) -> tuple[ServiceClient, str] | None:
+        """(client, board name) if a running service owns the port ``url``, else None."""
+        cfg = cfg or config_mod.load(missing_ok=True)
+        client = cls.connect(default_socket_path(cfg))
+        if client is None:
+            return None
+        try:
+            boards = client.request({"cmd": "status"})["boards"]
+        except (ServiceError, OSError, ValueError, KeyError):
+            client.close()
+            return None
+        for name, b in boards.items():
+            if b.get("url") == url:
+                return client, name
+        client.close()
+        return None
+
+    def _read(self) -> dict[str, Any]:
+        while b"\n" not in self._buf:
+            chunk = self.sock.recv(65536)  # TimeoutError leaves the buffer intact
+            if not chunk:
+                raise ServiceError("the service closed the connection")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        obj: dict[str, Any] = json.loads(line)
+        return obj
+
+    def request(self, req: dict[str, Any], timeout_s: float = 30.0) -> Any:
+        """Send ``req`` (``{"cmd": ...}``) and return the result; :class:`ServiceError` if
+        the service refuses it."""
+        self.sock.settimeout(timeout_s)
+        self.sock.sendall((json.dumps(req) + "\n").encode())
+        while True:
+            obj = self._read()
+            if obj.get("kind") == "reply":
+                if not obj.get("ok"):
+                    raise ServiceError(f"service refused {req.get('cmd')}: {obj.get('error')}")
+                return obj.get("result")
+            self._backlog.append(obj)
+
+    def stream(self, idle_s: float | None = None) -> Iterator[dict[str, Any]]:
+        """Yield pushed objects (frames, events) as they come, and ``{"kind": "idle"}``
+        after each ``idle_s`` without any (so a caller can check its own clock)."""
+        self.sock.settimeout(idle_s)
+        while True:
+            while self._backlog:
+                yield self._backlog.pop(0)
+            try:
+                yield self._read()
+            except TimeoutError:
+                yield {"kind": "idle"}
+
+    def close(self) -> None:
+        """Close the connection."""
+        with contextlib.suppress(OSError):
+            self.sock.close()

@@ -209,7 +209,10 @@ def test_sigkill_at_each_stage_still_one_transaction_per_incident(
 
 
 def test_socket_clients_stall_and_vanish_two_boards_rules_replaced(
-    anvil: DevNode, tmp_path: Path
+    anvil: DevNode,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     env = make_env(tmp_path, anvil.url, [])
     hosts = [start_board(wear_s=600), start_board(wear_s=600, seed=2)]
@@ -243,6 +246,12 @@ def test_socket_clients_stall_and_vanish_two_boards_rules_replaced(
             while (line := json.loads(reader.readline()))["kind"] != "reply":
                 pass
             assert not line["ok"] and "unknown cmd" in line["error"]
+            # `bpiiot monitor PORT` goes through the service that owns the port.
+            monkeypatch.setenv("BPIIOT_CONFIG", str(env.config_path))
+            capsys.readouterr()
+            assert cli.main(["monitor", hosts[1].port, "--count", "2", "--json"]) == 0
+            lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+            assert [x["kind"] for x in lines].count("report") == 2
             # The stalled client never reads: the service keeps storing both boards.
             n = svc.store.report_count()
             wait_until(lambda: svc.store.report_count() >= n + 6, 30, "reports while stalled")
