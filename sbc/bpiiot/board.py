@@ -91,8 +91,9 @@ class Board:
     def __init__(self, link: Link, *, timeout_s: float = 2.0) -> None:
         self.link = link
         self.timeout_s = timeout_s
-        self.hello: m.Hello | None = None
+        self._hello: m.Hello | None = None
         self.hello_session: int | None = None
+        """The boot session (frame header) of the last hello."""
         self._cmd_lock = threading.Lock()
         self._pending: _Pending | None = None
         self._hello_event = threading.Event()
@@ -121,6 +122,16 @@ class Board:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def hello(self) -> m.Hello | None:
+        """The board's last :class:`~bpiiot.messages.Hello` (None before the first):
+        board id, firmware and protocol versions, capabilities, boot counter."""
+        return self._hello
+
+    @hello.setter
+    def hello(self, value: m.Hello | None) -> None:
+        self._hello = value
 
     @property
     def stats(self) -> LinkStats:
