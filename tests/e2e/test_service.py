@@ -317,3 +317,29 @@ def test_node_down_keeps_storing_and_the_outbox_drains_when_it_returns(
         assert "0x" + request.hex() == incident["evidence_hash"]
     finally:
         host.stop()
+
+
+def test_flash_goes_through_the_running_service(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = config_mod.Config(path=tmp_path / "config.toml")
+    host = start_board(wear_s=600)
+    try:
+        cfg.extra["board"] = [{"name": "press-1", "url": host.port}]
+        cfg.extra["store"] = {"path": str(tmp_path / "store.sqlite")}
+        cfg.extra["service"] = {"socket": str(tmp_path / "s.sock"), "stats_interval_s": 0.5}
+        config_mod.save(cfg)
+        monkeypatch.setenv("BPIIOT_CONFIG", str(cfg.path))
+        svc = Service(cfg, signer=None)
+        events = events_of(svc.bus, ("board",))
+        with svc:
+            wait_until(lambda: svc.boards["press-1"].connected, 20, "the board")
+            code = cli.main(["flash", host.port, "--arch", "unix", "--resume", "-q"])
+            assert code == 0
+            events.wait_for(kind="board", state="released", timeout_s=5)
+            events.wait_for(kind="board", state="resumed", timeout_s=5)
+            wait_until(lambda: svc.boards["press-1"].connected, 30, "the board back")
+            n = svc.store.report_count("press-1")
+            wait_until(lambda: svc.store.report_count("press-1") > n, 20, "reports after flashing")
+    finally:
+        host.stop()
