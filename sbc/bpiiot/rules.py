@@ -117,6 +117,8 @@ class Rule:
     boards: tuple[str, ...] = ()
     config: dict[str, Any] | None = None
     """The TOML table this rule came from (None for a rule written in Python)."""
+    evaluate: Callable[[m.Report], tuple[bool, float | None]] | None = None
+    """Optional: ``(hit, value)`` in one call (what ``when`` and ``measure`` give apart)."""
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
@@ -223,6 +225,41 @@ def above(measure: Measure, threshold: float) -> Condition:
 def below(measure: Measure, threshold: float) -> Condition:
     """A condition: ``measure(report) < threshold`` (e.g. a clear condition)."""
     return compare(measure, "<", threshold)
+
+
+def measured_compare(
+    measure: Measure, op: str, threshold: float
+) -> Callable[[m.Report], tuple[bool, float | None]]:
+    """``(measure(report) <op> threshold, measure(report))`` with one measurement."""
+    if op not in OPS:
+        raise RuleError(f"operator {op!r} is not one of {', '.join(OPS)}")
+    if op == ">":
+
+        def gt(report: m.Report) -> tuple[bool, float | None]:
+            v = measure(report)
+            return (v is not None and v > threshold), v
+
+        return gt
+    if op == ">=":
+
+        def ge(report: m.Report) -> tuple[bool, float | None]:
+            v = measure(report)
+            return (v is not None and v >= threshold), v
+
+        return ge
+    if op == "<":
+
+        def lt(report: m.Report) -> tuple[bool, float | None]:
+            v = measure(report)
+            return (v is not None and v < threshold), v
+
+        return lt
+
+    def le(report: m.Report) -> tuple[bool, float | None]:
+        v = measure(report)
+        return (v is not None and v <= threshold), v
+
+    return le
 
 
 _OPPOSITE = {">": "<=", ">=": "<", "<": ">=", "<=": ">"}
@@ -346,6 +383,7 @@ def rule_from_table(table: dict[str, Any]) -> Rule:
         action=Action(kind, **params),
         boards=tuple(boards),
         config=dict(table),
+        evaluate=measured_compare(measure, op, threshold),
     )
 
 
@@ -570,7 +608,7 @@ class RuleEngine:
         self, board: str, rule: Rule, r: m.Report, lazy: _LazyFrame, now: float
     ) -> Transition | None:
         key = (board, rule.name)
-        st = self.state(board, rule.name)
+        st = self._states.get(key) or self.state(board, rule.name)
         self._dirty.add(key)
         w = r.window_seq
         if st.last_window is not None and w <= st.last_window:
@@ -583,12 +621,17 @@ class RuleEngine:
         gap = st.last_window is not None and w != st.last_window + 1
         st.last_window = w
         try:
-            hit = bool(rule.when(r))
-            value = rule.measure(r) if rule.measure is not None else float(hit)
+            if rule.evaluate is not None:
+                hit, value = rule.evaluate(r)
+            else:
+                hit = bool(rule.when(r))
+                value = rule.measure(r) if rule.measure is not None else float(hit)
         except Exception as exc:  # a custom rule's bug must not stop the others
             log.warning("rule %s failed on %s: %r", rule.name, board, exc)
             return None
         st.value = value
+        if not hit and not st.history and st.state in (INACTIVE, RESOLVED):
+            return None  # the common case: nothing to count, nothing moves
         ev = lazy.get() if hit else None
         hist = st.history
         hist.append((w, hit, ev))

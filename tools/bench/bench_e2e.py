@@ -4,7 +4,7 @@ Prints only ``BENCH <name> <value> <unit>`` lines on stdout; logs go to stderr.
 
 - ``e2e.reports_per_s_max``: reports one service process ingests (verified by its links,
   stored in SQLite, evaluated by four rules) from four simulated boards, each a separate
-  process streaming pre-encoded report frames over ``socket://`` as fast as TCP allows.
+  process streaming pre-encoded report frames into a pty as fast as the pty takes them.
   Counted as the reports both the store and the rules received, over the time they took.
 - ``e2e.dropped``: reports the bus dropped during that run (a queue was full).
 - ``e2e.bare_reports_per_s``: the same frames through a bare loop that only verifies each
@@ -71,16 +71,17 @@ def frames(n: int, session: int, start: int = 1) -> list[bytes]:
 
 
 SIM = r"""
-import socket, sys
-port_file, blob_file = sys.argv[1], sys.argv[2]
-blob = open(blob_file, "rb").read()
-srv = socket.socket()
-srv.bind(("127.0.0.1", 0))
-srv.listen(1)
-open(port_file, "w").write(str(srv.getsockname()[1]))
-conn, _ = srv.accept()
-conn.sendall(blob)
-conn.recv(1)  # hold the connection open until the bench closes it
+import os, pty, sys, time, tty
+blob_file, go_file = sys.argv[1], sys.argv[2]
+master, slave = pty.openpty()
+tty.setraw(slave)
+print(os.ttyname(slave), flush=True)
+blob = memoryview(open(blob_file, "rb").read())
+while not os.path.exists(go_file):  # pyserial flushes input on open: wait for the link
+    time.sleep(0.01)
+while blob:
+    blob = blob[os.write(master, blob[:65536]):]
+time.sleep(3600)
 """
 
 
@@ -100,16 +101,16 @@ def ingest(tmp: Path) -> tuple[float, int, float]:
     cfg.extra["rule"] = RULES
     procs = []
     ports = []
+    go = tmp / "go"
     for b in range(BOARDS):
         blob = tmp / f"blob{b}"
         blob.write_bytes(b"".join(frames(PER_BOARD, session=b + 1)))
-        pf = tmp / f"port{b}"
-        procs.append(subprocess.Popen([sys.executable, "-c", SIM, str(pf), str(blob)]))
-        for _ in range(200):
-            if pf.exists() and pf.read_text():
-                break
-            time.sleep(0.02)
-        ports.append(int(pf.read_text()))
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SIM, str(blob), str(go)], stdout=subprocess.PIPE, text=True
+        )
+        procs.append(proc)
+        assert proc.stdout is not None
+        ports.append(proc.stdout.readline().strip())
     svc = Service(cfg, signer=None).start()
     links = []
     total = BOARDS * PER_BOARD
@@ -117,10 +118,11 @@ def ingest(tmp: Path) -> tuple[float, int, float]:
     try:
         t_start = time.monotonic()
         for b, port in enumerate(ports):
-            link = Link(f"socket://127.0.0.1:{port}", reconnect=False)
+            link = Link(port, reconnect=False)
             svc.bus.attach(f"sim{b}", link)
             link.open()
             links.append(link)
+        go.write_text("go")
         rss0 = None
         t0 = t_start
         while True:
