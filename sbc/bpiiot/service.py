@@ -21,6 +21,8 @@ are clients of its local socket (like gpsd), never of the port.
 - ``service.controller``: the :class:`~bpiiot.controller.Controller`.
 - :meth:`Service.status`: JSON-friendly boards, link stats, bus stats, chain status.
 - :meth:`Service.command`, :meth:`Service.release`, :meth:`Service.resume`.
+- :meth:`Service.add_component`: something started with the service and stopped before
+  it (the web page, the MQTT bridge): an object with ``start(service)`` and ``stop()``.
 
 Configuration (the one config file)::
 
@@ -309,6 +311,7 @@ class Service:
         self._server: SocketServer | None = None
         self._stop = threading.Event()
         self._stats_thread: threading.Thread | None = None
+        self._components: list[Any] = []
         self.started_at = 0.0
 
     @classmethod
@@ -342,6 +345,13 @@ class Service:
 
     # -- lifecycle -------------------------------------------------------------------
 
+    def add_component(self, component: Any) -> None:
+        """Start ``component.start(self)`` with the service (last) and ``component.stop()``
+        when it stops (first); added to a running service, it starts at once."""
+        self._components.append(component)
+        if self.started_at:
+            component.start(self)
+
     def start(self) -> Service:
         """Start the controller, the socket, and every board's link (in that order)."""
         self.started_at = time.time()
@@ -356,12 +366,19 @@ class Service:
             target=self._stats_loop, name="bpiiot-stats", daemon=True
         )
         self._stats_thread.start()
+        for component in self._components:
+            component.start(self)
         log.info("service running: %d board(s), socket %s", len(self.boards), self.socket_path)
         return self
 
     def stop(self) -> None:
         """Stop everything: boards first (no new frames), then socket, controller, bus."""
         self._stop.set()
+        for component in reversed(self._components):
+            try:
+                component.stop()
+            except Exception:
+                log.exception("%r failed to stop", component)
         for h in self.boards.values():
             h.stop()
         if self._server is not None:

@@ -319,6 +319,20 @@ def test_node_down_keeps_storing_and_the_outbox_drains_when_it_returns(
         host.stop()
 
 
+class Component:
+    """What the web page or the bridge looks like to the service."""
+
+    def __init__(self) -> None:
+        self.started: Service | None = None
+        self.stopped = False
+
+    def start(self, service: Service) -> None:
+        self.started = service
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
 def test_flash_goes_through_the_running_service(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -332,7 +346,10 @@ def test_flash_goes_through_the_running_service(
         monkeypatch.setenv("BPIIOT_CONFIG", str(cfg.path))
         svc = Service(cfg, signer=None)
         events = events_of(svc.bus, ("board",))
+        component = Component()
+        svc.add_component(component)
         with svc:
+            assert component.started is svc
             wait_until(lambda: svc.boards["press-1"].connected, 20, "the board")
             code = cli.main(["flash", host.port, "--arch", "unix", "--resume", "-q"])
             assert code == 0
@@ -341,5 +358,6 @@ def test_flash_goes_through_the_running_service(
             wait_until(lambda: svc.boards["press-1"].connected, 30, "the board back")
             n = svc.store.report_count("press-1")
             wait_until(lambda: svc.store.report_count("press-1") > n, 20, "reports after flashing")
+        assert component.stopped
     finally:
         host.stop()
