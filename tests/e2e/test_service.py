@@ -361,3 +361,35 @@ def test_flash_goes_through_the_running_service(
         assert component.stopped
     finally:
         host.stop()
+
+
+def test_zone_d_drives_the_board_relay_through_the_output_driver(tmp_path: Path) -> None:
+    from board_host import BoardHost
+
+    host = BoardHost()
+    # 500 mg at 100 Hz on x: 5.5 mm/s RMS, zone D for group 2 rigid.
+    sensor = {"accel": "signal", "signal": {"kind": "sine", "x": [[100, 500]]}}
+    (host.fs_dir / "bpiiot.json").write_text(json.dumps({"sensor": sensor}))
+    host.start()
+    try:
+        cfg = config_mod.Config(path=tmp_path / "config.toml")
+        cfg.extra["board"] = [{"name": "press-1", "url": host.port, "outputs": {"relay": 2}}]
+        cfg.extra["store"] = {"path": str(tmp_path / "store.sqlite")}
+        cfg.extra["service"] = {"socket": str(tmp_path / "s.sock")}
+        cfg.extra["rule"] = [
+            {"name": "stop", "field": "zone", "threshold": "D", "action": "output",
+             "output": "relay", "value": 1}
+        ]  # fmt: skip
+        config_mod.save(cfg)
+        outputs = host.fs_dir / "outputs.json"
+        with Service(cfg) as svc:
+            inc = wait_until(lambda: svc.store.incidents(), 30, "the zone D incident")[0]
+            wait_until(
+                lambda: svc.store.incident(inc["id"])["action_status"] == "done",  # type: ignore[index]
+                10,
+                "the output action",
+            )
+        assert json.loads(outputs.read_text())["2"] == 1
+        assert inc["key"] == "press-1/stop/1" and inc["action"]["kind"] == "output"
+    finally:
+        host.stop()
