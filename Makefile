@@ -5,7 +5,7 @@ NODE    := node_modules/.installed
 SYSDEPS := build/.sysdeps
 PORT    ?=
 
-.PHONY: all setup demo test lint typecheck pytest bench flash clean vectors artifacts
+.PHONY: all setup demo test lint typecheck pytest bench soak flash clean vectors artifacts
 
 all: test
 
@@ -42,6 +42,11 @@ test: lint typecheck pytest
 
 bench: setup
 	$(PY) tools/bench/run.py
+
+# Longer runs than `make test` allows: the whole demo (two minutes of wear, every
+# transaction's evidence verified; fails if any is missing or does not verify).
+soak: setup
+	$(PY) tools/demo.py --duration 150
 
 flash: $(VENV)
 	@test -n "$(PORT)" || { echo "usage: make flash PORT=/dev/ttyACM0" >&2; exit 2; }

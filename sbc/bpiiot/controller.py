@@ -473,6 +473,16 @@ class Controller:
                 continue
             self._tx_seen[e.key] = sig
             changed = True
+            tx_hash = e.mined_hash or (e.tx_hashes[-1] if e.tx_hashes else None)
+            log.info(
+                "tx %s %s.%s %s%s%s",
+                e.key,
+                e.contract,
+                e.function,
+                state,
+                f" {tx_hash}" if tx_hash else "",
+                f" in block {e.block_number}" if e.block_number is not None else "",
+            )
             self.bus.publish_event(
                 "tx",
                 {
