@@ -50,7 +50,7 @@ from bpiiot.chain.contracts import (
     to_bytes32,
 )
 from bpiiot.chain.errors import ChainError, NodeUnavailable
-from bpiiot.chain.outbox import Outbox, OutboxEntry, OutboxSender
+from bpiiot.chain.outbox import Outbox, OutboxConflict, OutboxEntry, OutboxSender
 from bpiiot.chain.sender import TransactionSender
 from bpiiot.errors import BpiiotError
 from bpiiot.link import Link
@@ -446,7 +446,20 @@ class Controller:
         for inc in self.store.incidents_without_action():
             if inc["action"].get("kind") not in CHAIN_ACTIONS:
                 continue
-            if outbox.get(inc["key"]) is None:
+            existing = outbox.get(inc["key"])
+            if existing is not None and not _same_incident(existing, inc):
+                # The key already names another incident's call: the store was reset while
+                # the chain state was kept. Never act under a reused key.
+                text = (
+                    f"incident {inc['key']} not acted on: the outbox already holds "
+                    f"{existing.contract}.{existing.function}{tuple(existing.args)} under that "
+                    "key (was the store reset?)"
+                )
+                log.error("%s", text)
+                self.store.set_action_status(inc["id"], "refused", text)
+                self.bus.publish_event("log", {"level": "error", "text": text}, inc["board"])
+                continue
+            if existing is None:
                 try:
                     contract, function, args, value = self._call_for(inc)
                 except NodeUnavailable:
@@ -458,7 +471,16 @@ class Controller:
                         "log", {"level": "error", "text": str(exc)}, board=inc["board"]
                     )
                     continue
-                outbox.enqueue(inc["key"], contract, function, args, value)
+                try:
+                    outbox.enqueue(inc["key"], contract, function, args, value)
+                except OutboxConflict as exc:
+                    # The key already names another call: the store was reset while the
+                    # chain state was kept. Never send under a reused key.
+                    text = f"incident {inc['key']} not acted on: {exc}"
+                    log.error("%s", text)
+                    self.store.set_action_status(inc["id"], "refused", text)
+                    self.bus.publish_event("log", {"level": "error", "text": text}, inc["board"])
+                    continue
             self.store.set_action_status(inc["id"], "queued")
 
     def _publish_tx_changes(self) -> None:
@@ -564,6 +586,14 @@ class Controller:
             with contextlib.suppress(ChainError):
                 out["balance_wei"] = self.sender.node.balance(self.sender.address)
         return out
+
+
+def _same_incident(entry: OutboxEntry, inc: dict[str, Any]) -> bool:
+    """True if outbox ``entry`` is the call of incident ``inc`` (same function, its evidence)."""
+    contract, function = CHAIN_ACTIONS.get(inc["action"].get("kind"), ("", ""))
+    evidence = str(inc["evidence_hash"]).lower()
+    args = [str(a).lower() for a in entry.args]
+    return (entry.contract, entry.function) == (contract, function) and evidence in args
 
 
 class TxWaitTimeout(ControllerError, TimeoutError):

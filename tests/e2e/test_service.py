@@ -393,3 +393,29 @@ def test_zone_d_drives_the_board_relay_through_the_output_driver(tmp_path: Path)
         assert inc["key"] == "press-1/stop/1" and inc["action"]["kind"] == "output"
     finally:
         host.stop()
+
+
+def test_a_reused_incident_key_is_refused_never_sent(anvil: DevNode, tmp_path: Path) -> None:
+    from bpiiot.controller import Controller
+    from bpiiot.rules import Action, Rule, above, vel_rms_mm_s
+    from tests.sbc.test_rules import Feed
+
+    env = make_env(tmp_path, anvil.url, [])
+    cfg = config_mod.load(env.config_path)
+    rule = Rule("vib", above(vel_rms_mm_s(), 4.5), action=Action("request_service", fault_code=1))
+    ctl = Controller(cfg, signer=unlock_from_config(cfg.wallet), rules=[rule])
+    assert ctl.outbox is not None
+    # What a store reset leaves behind: the chain state still holds incident 1's call.
+    ctl.outbox.enqueue("b/vib/1", "MachineService", "requestService", ["0x" + "11" * 32, 1])
+    events = events_of(ctl.bus, ("log", "incident"))
+    with ctl:
+        frame, raw = Feed().report(1, 9000)
+        ctl.bus.publish_frame("b", frame, raw)
+        events.wait_for(kind="incident", key="b/vib/1", timeout_s=10)
+        refused = events.wait_for(kind="log", level="error", timeout_s=30)
+        assert "not acted on" in refused.data["text"]
+        (inc,) = ctl.store.incidents()
+        assert inc["action_status"] == "refused"
+        ctl.wait_tx("b/vib/1", timeout_s=30)
+    # Only the call the key already named went out; the new incident sent nothing.
+    assert Chain(env).requests() == [bytes.fromhex("11" * 32)]
