@@ -573,18 +573,31 @@ class Controller:
         return self.store.incidents(**kw)
 
     def status(self) -> dict[str, Any]:
-        """JSON-friendly chain side: address, balance, node, outbox counts, last error."""
+        """JSON-friendly chain side (no secret): ``address``, ``balance_wei``, ``node``
+        (``url``, ``connected``, ``chain_id``, ``block``), ``node_ok``, ``error``,
+        ``outbox`` (entries per state), ``contracts`` (name -> address)."""
+        ok = self.sender is not None and self.chain_error is None
+        node: dict[str, Any] = {
+            "url": self.config.chain.node_url,
+            "connected": ok,
+            "chain_id": None,
+            "block": None,
+        }
         out: dict[str, Any] = {
             "address": self.signer.address if self.signer else None,
-            "node": self.config.chain.node_url,
-            "node_ok": self.sender is not None and self.chain_error is None,
+            "balance_wei": None,
+            "node": node,
+            "node_ok": ok,
             "error": self.chain_error,
             "outbox": self.outbox.counts() if self.outbox else {},
             "contracts": {k: v.address for k, v in self.contracts.items()},
         }
-        if self.sender is not None and self.chain_error is None:
+        if self.sender is not None and ok:
             with contextlib.suppress(ChainError):
-                out["balance_wei"] = self.sender.node.balance(self.sender.address)
+                n = self.sender.node
+                node["chain_id"] = n.chain_id
+                node["block"] = n.block_number()
+                out["balance_wei"] = n.balance(self.sender.address)
         return out
 
 

@@ -60,8 +60,19 @@ ACTIONS = ("request_service", "order_part", "output", "log")
 MAX_EVIDENCE_FRAMES = 256
 
 
-class RuleError(BpiiotError):
-    """A rule definition is invalid (the message names the rule and the key)."""
+class RuleError(BpiiotError, ValueError):
+    """A rule definition is invalid (the message names the rule and the key).
+
+    ``field`` is the key at fault; from :func:`rules_from_config`, ``errors`` maps
+    ``"<rule index>.<key>"`` to a message for every invalid table.
+    """
+
+    def __init__(
+        self, message: str, field: str = "rule", errors: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.field = field
+        self.errors = errors if errors is not None else {f"0.{field}": message}
 
 
 @dataclass(frozen=True)
@@ -124,13 +135,15 @@ class Rule:
         if not self.name or "/" in self.name:
             raise RuleError(f"rule name {self.name!r} must be non-empty and contain no '/'")
         if self.count < 1:
-            raise RuleError(f"rule {self.name}: count must be at least 1")
+            raise RuleError(f"rule {self.name}: count must be at least 1", "count")
         if self.of == 0:
             self.of = self.count
         if self.of < self.count:
-            raise RuleError(f"rule {self.name}: count {self.count} of {self.of} windows")
+            raise RuleError(f"rule {self.name}: count {self.count} of {self.of} windows", "of")
         if self.of > 10000:
-            raise RuleError(f"rule {self.name}: of = {self.of} windows is too many (max 10000)")
+            raise RuleError(
+                f"rule {self.name}: of = {self.of} windows is too many (max 10000)", "of"
+            )
         if self.for_s < 0 or self.cooldown_s < 0 or self.clear_windows < 1:
             raise RuleError(f"rule {self.name}: for_s, cooldown_s >= 0 and clear_windows >= 1")
 
@@ -291,12 +304,13 @@ def rule_from_table(table: dict[str, Any]) -> Rule:
     }
     name = table.get("name")
     if not isinstance(name, str):
-        raise RuleError("every [[rule]] needs a name (text)")
+        raise RuleError("every [[rule]] needs a name (text)", "name")
     unknown = set(table) - known
     if unknown:
         raise RuleError(
             f"rule {name}: unknown key(s) {', '.join(sorted(unknown))} "
-            f"(known: {', '.join(sorted(known))})"
+            f"(known: {', '.join(sorted(known))})",
+            sorted(unknown)[0],
         )
 
     def get(key: str, types: tuple[type, ...], default: Any) -> Any:
@@ -304,32 +318,36 @@ def rule_from_table(table: dict[str, Any]) -> Rule:
         if v is not default and (not isinstance(v, types) or isinstance(v, bool)):
             if not (bool in types and isinstance(v, bool)):
                 names = "/".join(t.__name__ for t in types)
-                raise RuleError(f"rule {name}: {key} must be {names}, got {v!r}")
+                raise RuleError(f"rule {name}: {key} must be {names}, got {v!r}", key)
         return v
 
     fld = get("field", (str,), None)
     if fld not in FIELDS:
-        raise RuleError(f"rule {name}: field must be one of {', '.join(FIELDS)}")
+        raise RuleError(f"rule {name}: field must be one of {', '.join(FIELDS)}", "field")
     axis = get("axis", (str,), "any")
     op = get("op", (str,), ">=")
     if op not in OPS:
-        raise RuleError(f"rule {name}: op must be one of {', '.join(OPS)}")
+        raise RuleError(f"rule {name}: op must be one of {', '.join(OPS)}", "op")
     machine_class = get("machine_class", (str,), "group2-rigid")
     if fld == "zone":
         raw = table.get("threshold")
         if not isinstance(raw, str) or raw.upper() not in iso20816.ZONE_NAMES:
-            raise RuleError(f"rule {name}: a zone threshold is a letter A-D, got {raw!r}")
+            raise RuleError(
+                f"rule {name}: a zone threshold is a letter A-D, got {raw!r}", "threshold"
+            )
         threshold = float(iso20816.ZONE_NAMES.index(raw.upper()))
         clear_raw = table.get("clear_threshold")
         clear_t: float | None = None
         if clear_raw is not None:
             if not isinstance(clear_raw, str) or clear_raw.upper() not in iso20816.ZONE_NAMES:
-                raise RuleError(f"rule {name}: clear_threshold is a zone letter A-D")
+                raise RuleError(
+                    f"rule {name}: clear_threshold is a zone letter A-D", "clear_threshold"
+                )
             clear_t = float(iso20816.ZONE_NAMES.index(clear_raw.upper()))
     else:
         threshold = float(get("threshold", (int, float), None) or 0.0)
         if "threshold" not in table:
-            raise RuleError(f"rule {name}: threshold is missing")
+            raise RuleError(f"rule {name}: threshold is missing", "threshold")
         ct = get("clear_threshold", (int, float), None)
         clear_t = None if ct is None else float(ct)
     try:
@@ -345,31 +363,31 @@ def rule_from_table(table: dict[str, Any]) -> Rule:
         else:
             measure = zone(machine_class, axis)
     except RuleError as exc:
-        raise RuleError(f"rule {name}: {exc}") from None
+        raise RuleError(f"rule {name}: {exc}", "axis") from None
     when = compare(measure, op, threshold)
     clear = compare(measure, _OPPOSITE[op], clear_t) if clear_t is not None else None
     kind = get("action", (str,), "log")
     if kind not in ACTIONS:
-        raise RuleError(f"rule {name}: action must be one of {', '.join(ACTIONS)}")
+        raise RuleError(f"rule {name}: action must be one of {', '.join(ACTIONS)}", "action")
     params: dict[str, Any] = {}
     if kind == "request_service":
         params["fault_code"] = get("fault_code", (int,), 1)
     elif kind == "order_part":
         params["part_id"] = get("part_id", (int,), None)
         if params["part_id"] is None:
-            raise RuleError(f"rule {name}: order_part needs part_id")
+            raise RuleError(f"rule {name}: order_part needs part_id", "part_id")
         params["quantity"] = get("quantity", (int,), 1)
     elif kind == "output":
         out = table.get("output")
         if not isinstance(out, str | int) or isinstance(out, bool):
-            raise RuleError(f"rule {name}: output needs output = a name or a pin number")
+            raise RuleError(f"rule {name}: output needs output = a name or a pin number", "output")
         params["output"] = out
         params["value"] = int(get("value", (int, bool), 1))
     if "message" in table:
         params["message"] = str(table["message"])
     boards = table.get("boards", [])
     if not isinstance(boards, list) or not all(isinstance(b, str) for b in boards):
-        raise RuleError(f"rule {name}: boards must be a list of board names")
+        raise RuleError(f"rule {name}: boards must be a list of board names", "boards")
     return Rule(
         name,
         when,
@@ -389,11 +407,23 @@ def rule_from_table(table: dict[str, Any]) -> Rule:
 
 def rules_from_config(tables: Iterable[dict[str, Any]]) -> list[Rule]:
     """Build every ``[[rule]]``; names must be unique."""
-    rules = [rule_from_table(t) for t in tables]
+    rules: list[Rule] = []
+    errors: dict[str, str] = {}
+    for i, table in enumerate(tables):
+        try:
+            if not isinstance(table, dict):
+                raise RuleError("a rule must be a table")
+            rules.append(rule_from_table(table))
+        except RuleError as exc:
+            errors[f"{i}.{exc.field}"] = str(exc)
+    if errors:
+        raise RuleError("; ".join(errors.values()), next(iter(errors)).split(".", 1)[1], errors)
     names = [r.name for r in rules]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
-        raise RuleError(f"rule names must be unique: {', '.join(sorted(dup))}")
+        first = names.index(sorted(dup)[0], names.index(sorted(dup)[0]) + 1)
+        message = f"rule names must be unique: {', '.join(sorted(dup))}"
+        raise RuleError(message, "name", {f"{first}.name": message})
     return rules
 
 

@@ -238,8 +238,23 @@ class RulesHandle:
         text = json.dumps(self.configs(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def states(self) -> list[dict[str, Any]]:
-        """Each (board, rule)'s current state."""
+    def current(self) -> tuple[list[dict[str, Any]], str]:
+        """(the ``[[rule]]`` tables in force, their version)."""
+        with self._lock:
+            return self.configs(), self.version
+
+    def states(self) -> dict[str, str]:
+        """Rule name -> its most urgent state over the boards (firing, pending, resolved,
+        inactive); per board: :meth:`board_states`."""
+        rank = {"inactive": 0, "resolved": 1, "pending": 2, "firing": 3}
+        out: dict[str, str] = {r.name: "inactive" for r in self._service.controller.engine.rules}
+        for s in self.board_states():
+            if rank.get(s["state"], 0) > rank.get(out.get(s["rule"], "inactive"), 0):
+                out[s["rule"]] = s["state"]
+        return out
+
+    def board_states(self) -> list[dict[str, Any]]:
+        """Each (board, rule)'s state, value, incident count and last window."""
         return self._service.controller.engine.states()
 
     def replace_rules(self, tables: list[dict[str, Any]], expected_version: str) -> str:
@@ -440,10 +455,31 @@ class Service:
             "boards": {n: h.status() for n, h in self.boards.items()},
             "bus": self.bus.stats(),
             "chain": self.controller.status(),
-            "rules": {"version": self.rules.version, "states": self.rules.states()},
+            "rules": {"version": self.rules.version, "states": self.rules.board_states()},
             "store": {"path": str(self.store.path), "reports_written": self.store.reports_written},
             "socket": str(self.socket_path),
         }
+
+    def save_link_key(self, board: str, key: bytes) -> None:
+        """Persist a link key just provisioned on ``board``: a 0600 hex file next to the
+        config (``keys/<board>.key``), named as the board's ``key_file`` in the config."""
+        from bpiiot.files import write_private
+
+        h = self.handle(board)
+        if not 16 <= len(key) <= 32:
+            raise ServiceError(f"a link key is 16 to 32 bytes, this one is {len(key)}")
+        base = (self.config.path or Path(DEFAULT_SOCKET).expanduser()).parent
+        path = base / "keys" / f"{board}.key"
+        write_private(path, key.hex() + "\n")
+        os.chmod(path.parent, 0o700)
+        tables = self.config.extra.get("board", [])
+        for t in tables:
+            if t.get("name") == board:
+                t["key_file"] = str(path)
+        h.config.key_file = str(path)
+        if self.config.path is not None:
+            config_mod.save(self.config)
+        log.info("%s: link key saved to %s", board, path)
 
     def incident_detail(self, incident_id: int) -> dict[str, Any] | None:
         """An incident with its evidence frames (hex bodies) and its outbox entry."""

@@ -282,6 +282,29 @@ class Store:
             )
         return out
 
+    def reports_since(
+        self, board: str, since: float, limit: int = 100_000
+    ) -> list[tuple[float, m.Report]]:
+        """(time received, :class:`~bpiiot.messages.Report`) of ``board`` received at or
+        after ``since`` (Unix time), oldest first."""
+        self.flush()
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_REPORT_COLS} FROM reports WHERE board=? AND received>=? "
+                "ORDER BY id DESC LIMIT ?",
+                (board, since, limit),
+            ).fetchall()
+        return [
+            (
+                float(r[1]),
+                m.Report(
+                    r[4], r[5], r[6], (r[7], r[8], r[9]), (r[10], r[11], r[12]),
+                    (r[13], r[14], r[15]), r[16], r[17],
+                ),
+            )
+            for r in reversed(rows)
+        ]  # fmt: skip
+
     def report_count(self, board: str | None = None) -> int:
         """Number of stored reports (of one board, or all)."""
         self.flush()
@@ -378,6 +401,7 @@ class Store:
             "state": row[5],
             "opened": row[6],
             "resolved": row[7],
+            "closed": row[7],
             "evidence_hash": row[8],
             "action": json.loads(row[9]),
             "detail": json.loads(row[10]),
@@ -391,9 +415,50 @@ class Store:
     )
 
     def incidents(
-        self, board: str | None = None, state: str | None = None, limit: int = 1000
+        self,
+        board: str | None = None,
+        state: str | None = None,
+        limit: int = 1000,
+        *,
+        frames: bool = True,
     ) -> list[dict[str, Any]]:
-        """Incidents, newest first, optionally of one board or in one state."""
+        """Incidents, newest first, optionally of one board or in one state.
+
+        Fields: ``id``, ``board``, ``rule``, ``number``, ``key`` (the idempotency key of its
+        action), ``state`` (open/resolved), ``opened``, ``resolved`` (also as ``closed``),
+        ``evidence_hash``, ``action``, ``detail``, ``action_status``, ``action_error``.
+        With ``frames`` (the default): ``evidence_ok`` (the stored frames hash to
+        ``evidence_hash``) and ``frames``, a list of ``{"received", "session", "seq", "window_seq",
+        "vel_rms_um_s", "flags"}``.
+        """
+        out = self._incidents(board, state, limit)
+        if frames:
+            for inc in out:
+                self._add_frames(inc)
+        return out
+
+    def _add_frames(self, inc: dict[str, Any]) -> None:
+        from bpiiot import evidence
+
+        stored = self.incident_frames(inc["id"])
+        bodies = [f.body for f in stored]
+        inc["evidence_ok"] = "0x" + evidence.evidence_hash(bodies).hex() == inc["evidence_hash"]
+        rows = []
+        for i, f in enumerate(stored):
+            msg = evidence.check_frame(i, f.body, None).message or {}
+            rows.append(
+                {
+                    "received": f.received,
+                    "session": f.session,
+                    "seq": f.seq,
+                    "window_seq": msg.get("window_seq"),
+                    "vel_rms_um_s": msg.get("vel_rms_um_s"),
+                    "flags": msg.get("flags"),
+                }
+            )
+        inc["frames"] = rows
+
+    def _incidents(self, board: str | None, state: str | None, limit: int) -> list[dict[str, Any]]:
         where, args = [], []
         if board is not None:
             where.append("board=?")

@@ -267,7 +267,8 @@ def test_socket_clients_stall_and_vanish_two_boards_rules_replaced(
             with pytest.raises(RulesConflict):
                 svc.rules.replace_rules([], version)
             assert config_mod.load(env.config_path).extra["rule"] == new
-            wait_until(lambda: any(s["rule"] == "hot" for s in svc.rules.states()), 20, "new rule")
+            wait_until(lambda: svc.rules.states().get("hot") == "firing", 20, "new rule firing")
+            assert svc.rules.current() == (new, v2)
             assert svc.rules.version == v2
             stats = svc.bus.stats()
             watcher.close()

@@ -82,3 +82,25 @@ def test_board_outputs_is_an_output_driver() -> None:
         outputs.set("relay", 1)
     with pytest.raises(OutputError, match="unknown output"):
         outputs.set("lamp", 1)
+
+
+def test_save_link_key_persists_a_private_key_file(tmp_path: Path) -> None:
+    from bpiiot.service import Service
+
+    cfg = config_mod.Config(path=tmp_path / "config.toml")
+    cfg.extra["board"] = [{"name": "press-1", "url": "/dev/ttyNOSUCH"}]
+    cfg.extra["store"] = {"path": str(tmp_path / "store.sqlite")}
+    config_mod.save(cfg)
+    svc = Service(cfg)
+    try:
+        svc.save_link_key("press-1", bytes(range(16)))
+        with pytest.raises(ServiceError, match="16 to 32"):
+            svc.save_link_key("press-1", b"short")
+        with pytest.raises(ServiceError, match="no board named"):
+            svc.save_link_key("lathe", bytes(16))
+    finally:
+        svc.controller.store.close()
+    again = config_mod.load(cfg.path)
+    key_file = Path(again.extra["board"][0]["key_file"])
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    assert read_key_file(str(key_file)) == bytes(range(16))

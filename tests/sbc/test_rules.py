@@ -269,3 +269,35 @@ def test_toml_rules_validate_and_build() -> None:
     with pytest.raises(RuleError, match="unique"):
         rules_from_config([{"name": "a", "field": "zone", "threshold": "D"}] * 2)
     assert rules[1].for_s == 30.0 and rules[1].action == Action("log")
+
+
+def test_invalid_tables_are_reported_by_index_and_key() -> None:
+    good = {"name": "a", "field": "zone", "threshold": "D"}
+    with pytest.raises(RuleError) as err:
+        rules_from_config([good, {"name": "b", "field": "zone", "threshold": 3}, {"name": "c"}])
+    assert set(err.value.errors) == {"1.threshold", "2.field"}
+    with pytest.raises(RuleError) as err:
+        rules_from_config([good, {**good, "count": 0}])
+    assert set(err.value.errors) == {"1.count"}
+    with pytest.raises(RuleError) as err:
+        rules_from_config([good, good])
+    assert set(err.value.errors) == {"1.name"}
+
+
+def test_store_reads_back_reports_and_incidents_with_their_frames(store: Store) -> None:
+    engine = RuleEngine([vib_rule(count=2, of=2)], store)
+    feed = Feed()
+    sent = []
+    t0 = time.time()
+    for w in (1, 2, 3):
+        frame, raw = feed.report(w, 6000 if w > 1 else 100, flags=0)
+        sent.append(frame.message)
+        store.add_report("b1", frame, raw, t0 + w)
+        engine.process("b1", frame, raw, t0 + w)
+    got = store.reports_since("b1", t0 + 1.5)
+    assert [t for t, _ in got] == [t0 + 2, t0 + 3]
+    assert [r for _, r in got] == sent[1:]
+    (inc,) = store.incidents(limit=50)
+    assert inc["evidence_ok"] is True and inc["closed"] is None
+    assert [f["window_seq"] for f in inc["frames"]] == [2, 3]
+    assert list(inc["frames"][0]["vel_rms_um_s"]) == [6000, 3000, 2000]
