@@ -253,6 +253,38 @@ class RulesHandle:
                 out[s["rule"]] = s["state"]
         return out
 
+    def preview(self, rule: dict[str, Any], since: float) -> list[dict[str, Any]]:
+        """When ``rule`` (not saved) would have fired on the reports stored since ``since``:
+        ``{"time", "board", "window_seq", "value"}`` per firing, oldest first. Raises
+        :class:`~bpiiot.rules.RuleError` (``errors`` keyed ``"0.<key>"``) if invalid."""
+        from bpiiot import wire
+        from bpiiot.rules import FIRING, RuleEngine
+
+        (built,) = rules_from_config([rule])
+        scratch = Store(":memory:", retention_s=0, max_reports=0)
+        out: list[dict[str, Any]] = []
+        try:
+            engine = RuleEngine([built], scratch)
+            store = self._service.store
+            for board in store.boards():
+                verifier = wire.FrameVerifier("host")  # stored frames were verified already
+                for received, raw in store.frames_since(board, since):
+                    try:
+                        frame = verifier.verify(raw)
+                    except wire.FrameError:
+                        verifier.forget()  # a board reboot in the history
+                        frame = verifier.verify(raw)
+                    for t in engine.process(board, frame, raw, received):
+                        if t.new == FIRING:
+                            out.append(
+                                {"time": received, "board": board,
+                                 "window_seq": t.window_seq, "value": t.value}
+                            )  # fmt: skip
+        finally:
+            scratch.close()
+        out.sort(key=lambda d: d["time"])
+        return out
+
     def board_states(self) -> list[dict[str, Any]]:
         """Each (board, rule)'s state, value, incident count and last window."""
         return self._service.controller.engine.states()

@@ -305,6 +305,22 @@ class Store:
             for r in reversed(rows)
         ]  # fmt: skip
 
+    def frames_since(self, board: str, since: float) -> list[tuple[float, bytes]]:
+        """(time received, the frame as received) of ``board``'s reports since ``since``."""
+        self.flush()
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT received, frame FROM reports WHERE board=? AND received>=? ORDER BY id",
+                (board, since),
+            ).fetchall()
+        return [(float(t), bytes(f)) for t, f in rows]
+
+    def boards(self) -> list[str]:
+        """Names of the boards that have stored reports."""
+        self.flush()
+        with self._lock:
+            return [str(r[0]) for r in self._conn.execute("SELECT DISTINCT board FROM reports")]
+
     def report_count(self, board: str | None = None) -> int:
         """Number of stored reports (of one board, or all)."""
         self.flush()

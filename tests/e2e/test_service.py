@@ -20,6 +20,7 @@ from bpiiot import config as config_mod
 from bpiiot.chain.devnode import DevNode
 from bpiiot.chain.factory import unlock_from_config
 from bpiiot.controller import events_of
+from bpiiot.rules import RuleError
 from bpiiot.service import RulesConflict, Service
 from tests.e2e.service_helpers import (
     Chain,
@@ -80,6 +81,14 @@ def test_degrading_machine_yields_one_request_and_one_order_with_evidence(
             wait_until(lambda: svc.store.report_count("press-1") >= n + 3, 20, "more reports")
             status = svc.status()
             incidents = {i["rule"]: i for i in svc.store.incidents()}
+            # The same rule replayed over the stored history fires where the live one did.
+            preview = svc.rules.preview(DEGRADE_RULES[0], since=0.0)
+            assert [(p["board"], p["window_seq"]) for p in preview] == [
+                ("press-1", incidents["vibration"]["detail"]["window_seq"])
+            ]
+            with pytest.raises(RuleError) as bad:
+                svc.rules.preview({"name": "x", "field": "zone", "threshold": 3}, since=0.0)
+            assert set(bad.value.errors) == {"0.threshold"}
         assert status["boards"]["press-1"]["connected"]
         assert status["chain"]["outbox"] == {"confirmed": 2}
         assert sorted(incidents) == ["bearing-hot", "vibration"]
