@@ -350,6 +350,9 @@ class Service:
             },
             default=next(iter(self.boards), None),
         )
+        self.board_outputs = outputs
+        """The driver of the boards' outputs; wrap it (e.g. with the SBC's own GPIO) and
+        assign ``service.controller.outputs`` to route some outputs elsewhere."""
         self.controller = Controller(
             config, signer=signer, bus=self.bus, rules=rules, outputs=outputs
         )
