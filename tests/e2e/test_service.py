@@ -192,7 +192,7 @@ def test_sigkill_at_each_stage_still_one_transaction_per_incident(
             def more() -> bool:
                 c = sqlite3.connect(store_db)
                 try:
-                    return int(c.execute("SELECT COUNT(*) FROM reports").fetchone()[0]) >= n + 3
+                    return int(c.execute("SELECT COUNT(*) FROM reports").fetchone()[0]) >= n + 2
                 finally:
                     c.close()
 
