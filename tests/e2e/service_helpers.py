@@ -48,13 +48,19 @@ def add_boards(env: DevEnv, boards: dict[str, str]) -> config_mod.Config:
 
 
 def start_board(
-    wear_s: float, temp_rise_c: float = 0.0, temp_start_c: float = 35.0, seed: int = 1
+    wear_s: float,
+    temp_rise_c: float = 0.0,
+    temp_start_c: float = 35.0,
+    seed: int = 1,
+    key: bytes | None = None,
 ) -> BoardHost:
-    """The firmware on a pty with a degrading bearing."""
+    """The firmware on a pty with a degrading bearing (and a MAC key, if given)."""
     host = BoardHost()
-    cfg = signal_config(
+    cfg: dict[str, Any] = signal_config(
         "bearing", wear_s=wear_s, temp_start_c=temp_start_c, temp_rise_c=temp_rise_c, seed=seed
     )
+    if key is not None:
+        cfg["key"] = key.hex()
     (host.fs_dir / "bpiiot.json").write_text(json.dumps(cfg))
     host.start()
     return host

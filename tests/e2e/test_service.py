@@ -302,9 +302,16 @@ def test_node_down_keeps_storing_and_the_outbox_drains_when_it_returns(
         }
     ]
     env = make_env(tmp_path, anvil.url, rules)
-    host = start_board(wear_s=600, temp_start_c=40.0)
+    # A keyed board: every frame carries a tag, and the evidence's tags are checked.
+    key = bytes(range(100, 132))
+    host = start_board(wear_s=600, temp_start_c=40.0, key=key)
+    key_file = tmp_path / "press-1.key"
+    key_file.write_text(key.hex())
+    key_file.chmod(0o600)
     try:
         cfg = add_boards(env, {"press-1": host.port})
+        cfg.extra["board"][0]["key_file"] = str(key_file)
+        config_mod.save(cfg)
         anvil.stop()  # the node goes down before anything fired
         try:
             svc = Service(cfg, signer=unlock_from_config(cfg.wallet))
@@ -325,6 +332,15 @@ def test_node_down_keeps_storing_and_the_outbox_drains_when_it_returns(
         assert str(entry.state) == "confirmed"
         (request,) = Chain(env).requests()
         assert "0x" + request.hex() == incident["evidence_hash"]
+        bundle = evidence.tx_evidence(config_mod.load(env.config_path), str(entry.mined_hash))
+        keyed = evidence.verify_bundle(bundle, key)
+        assert keyed.ok and keyed.frames and all(f.tag_ok for f in keyed.frames)
+        unkeyed = evidence.verify_bundle(bundle)
+        assert unkeyed.ok and all(f.tagged and f.tag_ok is None for f in unkeyed.frames)
+        assert not evidence.verify_bundle(bundle, bytes(32)).ok
+        # The CLI takes the key from the board's key_file in the config.
+        args = ["evidence", "verify", str(entry.mined_hash), "--config", str(env.config_path)]
+        assert cli.main([*args, "--json"]) == 0
     finally:
         host.stop()
 
