@@ -630,6 +630,7 @@ class EventQueue(Listener):
         self._cond = threading.Condition()
 
     def on_event(self, event: Event) -> None:
+        """Keep ``event`` (if of a wanted kind) and wake waiters."""
         if self.kinds and event.kind not in self.kinds:
             return
         with self._cond:
