@@ -130,7 +130,14 @@ def dev_up(
     if keystore.exists():
         keystore.unlink()
     machine = create_wallet(keystore, password, kdf=kdf or KdfParams("scrypt", 2**14))
-    rpc_call(node_url, "anvil_setBalance", [machine, hex(100 * ETHER)])
+    try:
+        # anvil and Hardhat both answer hardhat_setBalance; a public node does not.
+        rpc_call(node_url, "hardhat_setBalance", [machine, hex(100 * ETHER)])
+    except DevNodeError as exc:
+        raise DevEnvError(
+            f"{node_url} cannot fund the new wallet {machine} ({exc}): use a dev node "
+            "(anvil, Hardhat) for `dev up`"
+        ) from None
     signer = unlock(keystore, password)
     vendor = LocalSigner(bytes.fromhex(DEV_PRIVATE_KEYS[1][2:]))
     supplier = LocalSigner(bytes.fromhex(DEV_PRIVATE_KEYS[2][2:]))
