@@ -445,3 +445,34 @@ def test_a_reused_incident_key_is_refused_never_sent(anvil: DevNode, tmp_path: P
         ctl.wait_tx("b/vib/1", timeout_s=30)
     # Only the call the key already named went out; the new incident sent nothing.
     assert Chain(env).requests() == [bytes.fromhex("11" * 32)]
+
+
+def test_an_order_above_the_ceiling_is_refused_and_one_below_pays_the_listed_price(
+    anvil: DevNode, tmp_path: Path
+) -> None:
+    from bpiiot.controller import Controller
+    from bpiiot.rules import Action, Rule, above, vel_rms_mm_s
+    from tests.sbc.test_rules import Feed
+
+    env = make_env(tmp_path, anvil.url, [])
+    cfg = config_mod.load(env.config_path)
+    # Three parts cost 3 x the listed price: above a ceiling of 2.5 x, one part is below.
+    cfg.extra["controller"] = {"max_order_value_wei": env.part_price_wei * 5 // 2}
+    hot = above(vel_rms_mm_s(), 4.5)
+    rules = [
+        Rule("many", hot, action=Action("order_part", part_id=7, quantity=3)),
+        Rule("one", hot, action=Action("order_part", part_id=7, quantity=1)),
+    ]
+    ctl = Controller(cfg, signer=unlock_from_config(cfg.wallet), rules=rules)
+    events = events_of(ctl.bus, ("log", "tx"))
+    with ctl:
+        frame, raw = Feed().report(1, 9000)
+        ctl.bus.publish_frame("b", frame, raw)
+        refused = events.wait_for(kind="log", level="error", timeout_s=30)
+        assert "max_order_value_wei" in refused.data["text"] and "b/many/1" in refused.data["text"]
+        entry = ctl.wait_tx("b/one/1", timeout_s=30)
+        statuses = {i["rule"]: i["action_status"] for i in ctl.store.incidents()}
+    assert str(entry.state) == "confirmed" and entry.value == env.part_price_wei
+    assert statuses == {"many": "refused", "one": "queued"}
+    ((part, qty, amount, _ev),) = Chain(env).orders()
+    assert (part, qty, amount) == (7, 1, env.part_price_wei)
