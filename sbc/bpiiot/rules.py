@@ -698,7 +698,7 @@ class RuleEngine:
             met = (
                 st.streak_start_ms is not None
                 and hit
-                and (r.board_time_ms - st.streak_start_ms) / 1000.0 >= rule.for_s
+                and ((r.board_time_ms - st.streak_start_ms) & 0xFFFFFFFF) / 1000.0 >= rule.for_s
             )
         else:
             met = len(hits) >= rule.count
