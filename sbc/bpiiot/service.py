@@ -492,7 +492,10 @@ class Service:
             "chain": self.controller.status(),
             "rules": {"version": self.rules.version, "states": self.rules.board_states()},
             "store": {"path": str(self.store.path), "reports_written": self.store.reports_written},
-            "socket": str(self.socket_path),
+            "socket": {
+                "path": str(self.socket_path),
+                "clients": self._server.clients if self._server is not None else 0,
+            },
         }
 
     def save_link_key(self, board: str, key: bytes) -> None:
@@ -660,11 +663,14 @@ class _Client(Listener):
         """Read command lines until the client goes away."""
         buf = b""
         svc = self.server.service
-        self.conn.settimeout(None)
         try:
             while not self.closed.is_set():
                 try:
+                    # The socket's timeout bounds the listener's writes (a stalled client
+                    # is dropped); a quiet client only makes this read time out and retry.
                     chunk = self.conn.recv(4096)
+                except TimeoutError:
+                    continue
                 except OSError:
                     break
                 if not chunk:

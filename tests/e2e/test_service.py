@@ -264,6 +264,18 @@ def test_socket_clients_stall_and_vanish_two_boards_rules_replaced(
             # The stalled client never reads: the service keeps storing both boards.
             n = svc.store.report_count()
             wait_until(lambda: svc.store.report_count() >= n + 6, 30, "reports while stalled")
+            # A flood fills the stalled client's socket: it is dropped, the watcher stays.
+            assert svc.status()["socket"]["clients"] == 2
+            watcher.sendall(b'{"cmd": "watch", "frames": false, "events": false}\n')
+            while (line := json.loads(reader.readline()))["kind"] != "reply":
+                pass
+            for i in range(4000):
+                svc.bus.publish_event("log", {"level": "info", "text": f"{i} " + "x" * 1000})
+            wait_until(lambda: svc.status()["socket"]["clients"] == 1, 30, "the stall dropped")
+            watcher.sendall(b'{"cmd": "status"}\n')
+            while (line := json.loads(reader.readline()))["kind"] != "reply":
+                pass
+            assert line["ok"] and line["result"]["socket"]["clients"] == 1
             # Release a port (as the flasher would) and take it back.
             svc.release("a")
             assert not svc.boards["a"].connected and not svc.boards["a"].link.connected
