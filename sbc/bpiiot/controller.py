@@ -30,6 +30,7 @@ The controller publishes the ``rule``, ``incident``, ``tx`` and ``log`` events o
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import threading
@@ -69,6 +70,8 @@ CHAIN_ACTIONS: dict[str, tuple[str, str]] = {
 
 #: Outbox entry states after which nothing more happens.
 FINAL_STATES = ("confirmed", "failed")
+#: Outbox entry states that still move ("replaced" exists in the exactly-once outbox).
+OPEN_STATES = ("queued", "submitted", "replaced")
 
 
 class ControllerError(BpiiotError):
@@ -177,6 +180,8 @@ class Controller:
         self._wake = threading.Event()
         self._tx_cond = threading.Condition()
         self._tx_seen: dict[str, tuple[str, tuple[str, ...], int | None]] = {}
+        self._finished: collections.deque[OutboxEntry] = collections.deque(maxlen=1000)
+        self._finished_count = 0
         self._thread: threading.Thread | None = None
         self._actions = ThreadPoolExecutor(1, thread_name_prefix="bpiiot-actions")
         self._listeners: list[Listener] = []
@@ -488,12 +493,25 @@ class Controller:
         if outbox is None:
             return
         changed = False
-        for e in outbox.entries():
+        # Only entries still moving, and those that just stopped: a pass costs the same
+        # after ten thousand transactions as after one.
+        current = {e.key: e for st in OPEN_STATES for e in outbox.entries(st)}
+        for key in [k for k in self._tx_seen if k not in current]:
+            gone = outbox.get(key)
+            if gone is not None:
+                current[key] = gone
+        for e in current.values():
             state = str(getattr(e.state, "value", e.state))
             sig = (state, tuple(e.tx_hashes), e.block_number)
             if self._tx_seen.get(e.key) == sig:
                 continue
-            self._tx_seen[e.key] = sig
+            if state in FINAL_STATES:
+                self._tx_seen.pop(e.key, None)
+                with self._tx_cond:
+                    self._finished.append(e)
+                    self._finished_count += 1
+            else:
+                self._tx_seen[e.key] = sig
             changed = True
             tx_hash = e.mined_hash or (e.tx_hashes[-1] if e.tx_hashes else None)
             log.info(
@@ -547,26 +565,19 @@ class Controller:
                 self._tx_cond.wait(min(left, 0.2))
 
     def transactions(self, timeout_s: float | None = None) -> Iterator[OutboxEntry]:
-        """Yield each outbox entry once when it is confirmed or failed (None: forever)."""
-        done: set[str] = set()
-        if self.outbox is not None:
-            done = {
-                e.key
-                for e in self.outbox.entries()
-                if str(getattr(e.state, "value", e.state)) in FINAL_STATES
-            }
+        """Yield each outbox entry that becomes confirmed or failed from now on, once
+        (``timeout_s`` None: forever)."""
+        with self._tx_cond:
+            seen = self._finished_count
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while deadline is None or time.monotonic() < deadline:
-            if self.outbox is not None:
-                for e in self.outbox.entries():
-                    if (
-                        e.key not in done
-                        and str(getattr(e.state, "value", e.state)) in FINAL_STATES
-                    ):
-                        done.add(e.key)
-                        yield e
             with self._tx_cond:
-                self._tx_cond.wait(0.2)
+                new = self._finished_count - seen
+                fresh = list(self._finished)[-new:] if new > 0 else []
+                seen = self._finished_count
+                if not fresh:
+                    self._tx_cond.wait(0.2)
+            yield from fresh
 
     def incidents(self, **kw: Any) -> list[dict[str, Any]]:
         """Incidents from the store (newest first); see :meth:`Store.incidents`."""
