@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS incidents (
     UNIQUE (board, rule, number)
 );
 CREATE INDEX IF NOT EXISTS incidents_evidence ON incidents (evidence_hash);
+CREATE INDEX IF NOT EXISTS incidents_action ON incidents (action_status, id);
 CREATE TABLE IF NOT EXISTS incident_frames (
     incident_id INTEGER NOT NULL REFERENCES incidents (id),
     idx INTEGER NOT NULL,
