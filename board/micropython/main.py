@@ -29,10 +29,10 @@ def _run():
     except OSError:
         pass
     try:
-        from bpiiot_fw import app, platform
+        from bpiiot_fw import app, hal
 
         if app.main() == "repl":
-            platform.to_repl()
+            hal.to_repl()
     except SystemExit:
         raise
     except BaseException as exc:  # nothing may reach the stream

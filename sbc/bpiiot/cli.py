@@ -46,6 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BpiiotError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # e.g. an output file that cannot be written
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error:{where} {exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

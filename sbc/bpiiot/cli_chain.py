@@ -16,6 +16,7 @@ from typing import Any
 
 from bpiiot import config as config_mod
 from bpiiot import wallet
+from bpiiot.cli_link import add_insecure_permissions, int_range
 from bpiiot.errors import BpiiotError
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,10 @@ def _config(args: argparse.Namespace) -> config_mod.Config:
 
 def _keystore(cfg: config_mod.Config) -> Path:
     return Path(cfg.wallet.keystore).expanduser()
+
+
+def _address(args: argparse.Namespace, cfg: config_mod.Config) -> str:
+    return wallet.keystore_address(_keystore(cfg), insecure_permissions=args.insecure_permissions)
 
 
 def _new_password(cfg: config_mod.Config) -> str:
@@ -74,6 +79,7 @@ def cmd_wallet_import(args: argparse.Namespace) -> int:
             password=_new_password(cfg),
             kdf=kdf,
             overwrite=args.overwrite,
+            insecure_permissions=args.insecure_permissions,
         )
     else:
         if args.key_file:
@@ -81,6 +87,8 @@ def cmd_wallet_import(args: argparse.Namespace) -> int:
                 key_text = Path(args.key_file).read_text(encoding="utf-8")
             except OSError as e:
                 raise BpiiotError(f"cannot read key file {args.key_file}: {e.strerror}") from None
+            except UnicodeDecodeError:
+                raise BpiiotError(f"key file {args.key_file} is not UTF-8 hex text") from None
         elif sys.stdin.isatty():
             key_text = getpass.getpass("Private key (hex): ")
         else:
@@ -94,14 +102,14 @@ def cmd_wallet_import(args: argparse.Namespace) -> int:
 
 def cmd_wallet_address(args: argparse.Namespace) -> int:
     """Print the wallet's address (no password needed)."""
-    print(wallet.keystore_address(_keystore(_config(args))))
+    print(_address(args, _config(args)))
     return 0
 
 
 def cmd_wallet_export_address(args: argparse.Namespace) -> int:
     """Write the address (and chain id) as JSON, for the vendor and supplier to register."""
     cfg = _config(args)
-    doc = {"address": wallet.keystore_address(_keystore(cfg)), "chain_id": cfg.chain.chain_id}
+    doc = {"address": _address(args, cfg), "chain_id": cfg.chain.chain_id}
     text = json.dumps(doc, indent=2) + "\n"
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
@@ -115,7 +123,7 @@ def cmd_wallet_balance(args: argparse.Namespace) -> int:
     from bpiiot.chain.factory import node_from_config
 
     cfg = _config(args)
-    address = wallet.keystore_address(_keystore(cfg))
+    address = _address(args, cfg)
     node = node_from_config(cfg.chain)
     node.connect()
     wei = node.balance(address)
@@ -129,7 +137,14 @@ def cmd_contracts_deploy(args: argparse.Namespace) -> int:
     from bpiiot.chain.factory import sender_from_config, unlock_from_config
 
     cfg = _config(args)
-    signer = unlock_from_config(cfg.wallet)
+    if args.insecure_permissions:
+        w = cfg.wallet
+        password = wallet.resolve_password(
+            password_env=w.password_env, password_file=w.password_file or None
+        )
+        signer = wallet.unlock(_keystore(cfg), password, insecure_permissions=True)
+    else:
+        signer = unlock_from_config(cfg.wallet)
     sender = sender_from_config(cfg.chain, signer)
     machine = args.machine or signer.address
     ms = MachineService.deploy_for(sender, machine, args.vendor)
@@ -183,12 +198,16 @@ def _common(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="config file (default: $BPIIOT_CONFIG or ~/.config/bpiiot/config.toml)",
     )
+    add_insecure_permissions(p)
 
 
 def _kdf_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kdf", choices=["scrypt", "pbkdf2"], help="key derivation (default: config)")
     p.add_argument(
-        "--kdf-iterations", type=int, metavar="N", help="scrypt n or pbkdf2 rounds (default 2**18)"
+        "--kdf-iterations",
+        type=int_range(2),
+        metavar="N",
+        help="scrypt n or pbkdf2 rounds (default 2**18)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing keystore")
 
@@ -241,7 +260,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--shipping-window-s",
-        type=int,
+        type=int_range(1),
         default=7 * 24 * 3600,
         metavar="S",
         help="seconds the supplier has to ship before a refund is possible (default 7 days)",

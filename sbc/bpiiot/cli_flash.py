@@ -13,15 +13,13 @@ from pathlib import Path
 
 from bpiiot import flash as flash_mod
 from bpiiot.errors import BpiiotError
+from bpiiot.files import read_link_key
 
 
 def _read_key(args: argparse.Namespace) -> bytes | None:
     text: str | None = None
     if args.key_file:
-        try:
-            text = Path(args.key_file).read_text()
-        except OSError as exc:
-            raise BpiiotError(f"cannot read the key file {args.key_file}: {exc.strerror}") from None
+        return read_link_key(args.key_file, env=None)  # the one loader of every command
     elif args.key_env:
         text = os.environ.get(args.key_env)
         if text is None:
@@ -116,7 +114,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--arch",
         default="rp2040",
-        help="board family (rp2040, esp32, stm32f4, unix) or mpy-cross arch (default rp2040)",
+        help="board family (rp2040, esp32, stm32f4, unix) or mpy-cross arch (default rp2040; "
+        "the arch the board reports in sys.implementation._mpy wins)",
     )
     p.add_argument("--source", help="firmware tree (default: board/micropython of this checkout)")
     p.add_argument("--board-id", help="board id to write into the board's config")

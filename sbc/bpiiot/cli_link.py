@@ -4,62 +4,96 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from bpiiot import messages as m
 from bpiiot.errors import BpiiotError
+from bpiiot.files import LINK_KEY_ENV, KeyFileError, read_link_key
 
-KEY_ENV = "BPIIOT_LINK_KEY"
+__all__ = [
+    "KEY_ENV",
+    "KeyFileError",
+    "add_insecure_permissions",
+    "int_range",
+    "load_link_key",
+    "non_negative_float",
+    "positive_float",
+    "register",
+]
+
+KEY_ENV = LINK_KEY_ENV
 
 
-class KeyFileError(BpiiotError):
-    """The link key file is missing, unreadable or not a 16-32 byte key."""
+def load_link_key(path: str | None, *, insecure_permissions: bool = False) -> bytes | None:
+    """The board link's MAC key from a file (hex) or $BPIIOT_LINK_KEY (hex).
 
-
-def load_link_key(path: str | None) -> bytes | None:
-    """The board link's MAC key from a file (hex or raw bytes) or $BPIIOT_LINK_KEY (hex).
-
-    Never from the command line, where other users could read it in the process list.
+    The shared loader (:func:`bpiiot.files.read_link_key`): never from the command line,
+    where other users could read it in the process list.
     """
-    if path:
+    return read_link_key(path, insecure_permissions=insecure_permissions)
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number, 0 or above."""
+    if text.strip() in ("0", "0.0"):
+        return 0.0
+    return positive_float(text)
+
+
+def int_range(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """argparse type: an integer in lo..hi (no upper bound when hi is None)."""
+
+    def parse(text: str) -> int:
         try:
-            raw = Path(path).read_bytes()
-        except OSError as exc:
-            raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from None
-        text = raw.strip()
-        try:
-            key = bytes.fromhex(text.decode()) if text else b""
-        except (UnicodeDecodeError, ValueError):
-            key = raw
-        where = f"key file {path}"
-    elif os.environ.get(KEY_ENV):
-        try:
-            key = bytes.fromhex(os.environ[KEY_ENV])
+            value = int(text)
         except ValueError:
-            raise KeyFileError(f"${KEY_ENV} must be hex") from None
-        where = f"${KEY_ENV}"
-    else:
-        return None
-    if not 16 <= len(key) <= 32:
-        raise KeyFileError(f"{where}: a link key is 16 to 32 bytes, this one is {len(key)}")
-    return key
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            bound = f"{lo}..{hi}" if hi is not None else f"{lo} or more"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def add_insecure_permissions(p: argparse.ArgumentParser) -> None:
+    """The explicit opt-out of the 0600 rule for files holding secrets."""
+    p.add_argument(
+        "--insecure-permissions",
+        action="store_true",
+        help="use key and keystore files even if group or others can read them",
+    )
 
 
 def _add_link_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "url", help="serial device or pyserial URL (socket://host:port, rfc2217://, loop://)"
     )
-    p.add_argument("--baud", type=int, default=115200, help="baud rate (default 115200)")
+    p.add_argument("--baud", type=int_range(1), default=115200, help="baud rate (default 115200)")
     p.add_argument(
         "--key-file",
         help=f"file holding the board's MAC key in hex (or set ${KEY_ENV}); "
         "never on the command line",
     )
-    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each ack")
+    p.add_argument(
+        "--timeout", type=positive_float, default=2.0, help="seconds to wait for each ack"
+    )
+    add_insecure_permissions(p)
 
 
 def register(sub: Any) -> None:
@@ -73,8 +107,15 @@ def register(sub: Any) -> None:
     )
     _add_link_args(p)
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--count", type=int, default=0, help="stop after N reports (default: never)")
-    p.add_argument("--seconds", type=float, default=0, help="stop after S seconds (default: never)")
+    p.add_argument(
+        "--count", type=int_range(0), default=0, help="stop after N reports (default: never)"
+    )
+    p.add_argument(
+        "--seconds",
+        type=non_negative_float,
+        default=0,
+        help="stop after S seconds (default: never)",
+    )
     p.set_defaults(func=cmd_monitor)
 
     p = sub.add_parser(
@@ -87,7 +128,9 @@ def register(sub: Any) -> None:
         "configuration and key are left as they were.",
     )
     _add_link_args(p)
-    p.add_argument("--output-pin", type=int, help="a digital output that is safe to toggle")
+    p.add_argument(
+        "--output-pin", type=int_range(0, 255), help="a digital output that is safe to toggle"
+    )
     p.add_argument("--reboot", action="store_true", help="include the reboot checks")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_conformance)
@@ -110,10 +153,11 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     if found is not None:
         # A running service owns the port: read its stream instead (like gpsd's clients).
         return _monitor_service(args, *found)
-    key = load_link_key(args.key_file)
+    key = load_link_key(args.key_file, insecure_permissions=args.insecure_permissions)
     board = connect(args.url, key=key, baudrate=args.baud, timeout_s=args.timeout)
     hello = board.hello
-    assert hello is not None
+    if hello is None:  # connect() returns only after a hello; kept for the type checker
+        raise BpiiotError(f"{args.url}: no hello from the board")
     out = sys.stdout
     if not args.json:
         print(
@@ -200,7 +244,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     """Run the suite and print the report; exit status 0 only if every check passed."""
     from bpiiot.conformance import run
 
-    key = load_link_key(args.key_file)
+    key = load_link_key(args.key_file, insecure_permissions=args.insecure_permissions)
     result = run(
         args.url,
         key=key,

@@ -46,7 +46,6 @@ import logging
 import os
 import signal
 import socket
-import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -61,6 +60,7 @@ from bpiiot.bus import Bus, Event, FrameEvent, Listener
 from bpiiot.chain.outbox import Outbox
 from bpiiot.controller import Controller, section
 from bpiiot.errors import BpiiotError
+from bpiiot.files import KeyFileError, read_link_key
 from bpiiot.link import Link
 from bpiiot.outputs import BoardOutputs
 from bpiiot.rules import Rule, RuleError, rules_from_config
@@ -102,21 +102,11 @@ class BoardConfig:
 
 
 def read_key_file(path: str) -> bytes:
-    """A board's MAC key from a hex file readable by its owner only."""
-    p = Path(path).expanduser()
-    try:
-        st = p.stat()
-        text = p.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ServiceError(f"cannot read key file {p}: {exc}") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ServiceError(f"key file {p} is readable by others: chmod 600 {p}")
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        raise ServiceError(f"key file {p} must hold the key in hex") from None
-    if not 16 <= len(key) <= 32:
-        raise ServiceError(f"key file {p}: a link key is 16 to 32 bytes, this one is {len(key)}")
+    """A board's MAC key from a hex file readable by its owner only (the SDK's one
+    loader, :func:`bpiiot.files.read_link_key`); raises :class:`~bpiiot.files.KeyFileError`."""
+    key = read_link_key(str(Path(path).expanduser()), env=None)
+    if key is None:
+        raise KeyFileError(f"no key file named for {path!r}")
     return key
 
 

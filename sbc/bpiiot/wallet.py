@@ -37,7 +37,7 @@ from eth_keys.main import KeyAPI
 from eth_utils.address import to_checksum_address
 
 from bpiiot.errors import BpiiotError
-from bpiiot.files import write_private
+from bpiiot.files import InsecurePermissions, SecretFileError, read_secret_text, write_private
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,10 @@ class WrongPassword(WalletError):
 
 class KeystoreCorrupt(WalletError):
     """The keystore file is not a readable keystore v3 document."""
+
+
+class KeystoreInsecure(WalletError):
+    """Group or others can access the keystore file (``chmod 600`` it)."""
 
 
 class InvalidPrivateKey(WalletError):
@@ -232,11 +236,12 @@ def import_keystore(
     password: str | None = None,
     kdf: KdfParams | None = None,
     overwrite: bool = False,
+    insecure_permissions: bool = False,
 ) -> str:
     """Import another keystore file: it is unlocked to prove the password, then re-encrypted
     with ``password`` (default: the same) and ``kdf``. Returns the address."""
     _check_can_write(path, overwrite)
-    raw = _decrypt_file(source, source_password)
+    raw = _decrypt_file(source, source_password, insecure_permissions=insecure_permissions)
     address = str(Account.from_key(raw).address)
     new_password = source_password if password is None else password
     _write_private_file(path, _encrypt(raw, new_password, kdf or KdfParams()), overwrite)
@@ -244,15 +249,15 @@ def import_keystore(
     return address
 
 
-def _read_keystore(path: Path) -> dict[str, Any]:
+def _read_keystore(path: Path, *, insecure_permissions: bool = False) -> dict[str, Any]:
+    if not path.exists():
+        raise WalletNotFound(f"no keystore at {path}: create one with `bpiiot wallet new`")
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise WalletNotFound(
-            f"no keystore at {path}: create one with `bpiiot wallet new`"
-        ) from None
-    except OSError as e:
-        raise WalletError(f"cannot read keystore {path}: {e.strerror}") from None
+        text = read_secret_text(path, "keystore", insecure_permissions=insecure_permissions)
+    except InsecurePermissions as e:
+        raise KeystoreInsecure(str(e)) from None
+    except SecretFileError as e:
+        raise KeystoreCorrupt(str(e)) from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
@@ -263,13 +268,89 @@ def _read_keystore(path: Path) -> dict[str, Any]:
     for field in ("cipher", "ciphertext", "cipherparams", "kdf", "kdfparams", "mac"):
         if field not in crypto:
             raise KeystoreCorrupt(f"keystore {path} lacks crypto.{field}")
+    _check_crypto(path, crypto)
     return dict(doc)
 
 
-def _decrypt_file(path: Path, password: str) -> bytes:
-    doc = _read_keystore(path)
+#: Bounds of every KDF parameter a keystore may ask for: wider than any real wallet
+#: writes (geth: scrypt n = 2**18, r = 8, p = 1; pbkdf2 c = 262144), narrow enough that
+#: a damaged or hostile file cannot make unlock hang or exhaust memory.
+KDF_BOUNDS: dict[str, dict[str, tuple[int, int]]] = {
+    "scrypt": {"n": (2, 2**20), "r": (1, 16), "p": (1, 16), "dklen": (32, 32)},
+    "pbkdf2": {"c": (1, 10_000_000), "dklen": (32, 32)},
+}
+#: scrypt needs 128 * n * r bytes of memory: at most 1 GiB.
+SCRYPT_MAX_MEMORY = 2**30
+
+
+def _hex_field(path: Path, name: str, value: Any, lengths: tuple[int, int]) -> None:
     try:
-        return bytes(Account.decrypt(doc, password))
+        raw = bytes.fromhex(value.removeprefix("0x")) if isinstance(value, str) else None
+    except ValueError:
+        raw = None
+    if raw is None:
+        raise KeystoreCorrupt(f"keystore {path}: {name} is not hex")
+    lo, hi = lengths
+    if not lo <= len(raw) <= hi:
+        want = f"{lo}" if lo == hi else f"{lo} to {hi}"
+        raise KeystoreCorrupt(f"keystore {path}: {name} is {len(raw)} bytes, expected {want}")
+
+
+def _check_crypto(path: Path, crypto: dict[str, Any]) -> None:
+    """Refuse unsupported ciphers and KDF parameters outside :data:`KDF_BOUNDS`."""
+    if crypto["cipher"] != "aes-128-ctr":
+        raise KeystoreCorrupt(
+            f"keystore {path}: cipher {crypto['cipher']!r} is not supported (only aes-128-ctr)"
+        )
+    params = crypto["cipherparams"]
+    if not isinstance(params, dict):
+        raise KeystoreCorrupt(f"keystore {path}: cipherparams is not an object")
+    _hex_field(path, "cipherparams.iv", params.get("iv"), (16, 16))
+    _hex_field(path, "ciphertext", crypto["ciphertext"], (32, 32))
+    _hex_field(path, "mac", crypto["mac"], (32, 32))
+    kdf = crypto["kdf"]
+    if kdf not in KDF_BOUNDS:
+        raise KeystoreCorrupt(f"keystore {path}: kdf {kdf!r} is not supported (scrypt, pbkdf2)")
+    kp = crypto["kdfparams"]
+    if not isinstance(kp, dict):
+        raise KeystoreCorrupt(f"keystore {path}: kdfparams is not an object")
+    for name, (lo, hi) in KDF_BOUNDS[kdf].items():
+        value = kp.get(name)
+        if type(value) is not int:
+            raise KeystoreCorrupt(f"keystore {path}: kdfparams.{name} is not an integer")
+        if not lo <= value <= hi:
+            raise KeystoreCorrupt(
+                f"keystore {path}: kdfparams.{name} = {value} is outside the bound {lo}..{hi}"
+            )
+    _hex_field(path, "kdfparams.salt", kp.get("salt"), (16, 64))
+    if kdf == "scrypt":
+        n, r = kp["n"], kp["r"]
+        if n & (n - 1):
+            raise KeystoreCorrupt(f"keystore {path}: kdfparams.n = {n} is not a power of two")
+        if 128 * n * r > SCRYPT_MAX_MEMORY:
+            raise KeystoreCorrupt(
+                f"keystore {path}: scrypt n = {n}, r = {r} needs {128 * n * r >> 20} MiB, "
+                f"over the bound of {SCRYPT_MAX_MEMORY >> 20} MiB"
+            )
+    elif kp.get("prf") != "hmac-sha256":
+        raise KeystoreCorrupt(f"keystore {path}: kdfparams.prf must be hmac-sha256")
+
+
+def _recorded_address(path: Path, doc: dict[str, Any]) -> str:
+    address = doc.get("address")
+    if not isinstance(address, str):
+        raise KeystoreCorrupt(f"keystore {path} has no address field")
+    try:
+        return str(to_checksum_address(address if address.startswith("0x") else "0x" + address))
+    except ValueError:
+        raise KeystoreCorrupt(f"keystore {path} has an invalid address field") from None
+
+
+def _decrypt_file(path: Path, password: str, *, insecure_permissions: bool = False) -> bytes:
+    doc = _read_keystore(path, insecure_permissions=insecure_permissions)
+    recorded = _recorded_address(path, doc)
+    try:
+        raw = bytes(Account.decrypt(doc, password))
     except ValueError as e:
         if "MAC mismatch" in str(e):
             raise WrongPassword(
@@ -280,25 +361,37 @@ def _decrypt_file(path: Path, password: str) -> bytes:
         raise KeystoreCorrupt(
             f"keystore {path} has invalid parameters ({type(e).__name__})"
         ) from None
+    # The MAC covers the ciphertext only: a changed iv decrypts, with a valid MAC, to
+    # another key. The address the key derives must be the one the file records.
+    try:
+        derived = str(Account.from_key(raw).address)
+    except Exception:
+        derived = "an invalid key"
+    if derived != recorded:
+        raise KeystoreCorrupt(
+            f"keystore {path} is damaged: it decrypts to {derived}, not to its recorded "
+            f"address {recorded} (a changed iv or cipher parameter); restore it from a backup"
+        )
+    return raw
 
 
-def unlock(path: Path, password: str) -> LocalSigner:
-    """Decrypt the keystore at ``path`` and return a signer for it."""
-    signer = LocalSigner(_decrypt_file(path, password))
+def unlock(path: Path, password: str, *, insecure_permissions: bool = False) -> LocalSigner:
+    """Decrypt the keystore at ``path`` and return a signer for it.
+
+    Refuses a keystore group or others can access (:class:`KeystoreInsecure`) unless
+    ``insecure_permissions``, one with an unsupported cipher or KDF parameters out of
+    bounds, and one that decrypts to another address than it records
+    (:class:`KeystoreCorrupt`).
+    """
+    signer = LocalSigner(_decrypt_file(path, password, insecure_permissions=insecure_permissions))
     log.info("unlocked wallet %s", signer.address)
     return signer
 
 
-def keystore_address(path: Path) -> str:
+def keystore_address(path: Path, *, insecure_permissions: bool = False) -> str:
     """Address recorded in the keystore file (no password needed)."""
-    doc = _read_keystore(path)
-    address = doc.get("address")
-    if not isinstance(address, str):
-        raise KeystoreCorrupt(f"keystore {path} has no address field")
-    try:
-        return str(to_checksum_address(address if address.startswith("0x") else "0x" + address))
-    except ValueError:
-        raise KeystoreCorrupt(f"keystore {path} has an invalid address field") from None
+    doc = _read_keystore(path, insecure_permissions=insecure_permissions)
+    return _recorded_address(path, doc)
 
 
 def resolve_password(
@@ -322,6 +415,8 @@ def resolve_password(
             text = p.read_text(encoding="utf-8")
         except OSError as e:
             raise PasswordUnavailable(f"cannot read password file {p}: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise PasswordUnavailable(f"password file {p} is not UTF-8 text") from None
         # Only the trailing newline an editor adds is dropped; other spaces are part of it.
         return text.rstrip("\r\n")
     if interactive is None:

@@ -311,7 +311,8 @@ class FrameVerifier:
             raise FrameError("schema", f"{cls.NAME}: {exc}") from None
         # Every check passed: only now does the replay state move.
         if self._board_side:
-            if seq > self.seq:
+            # A hello_request from another session is answered but moves nothing.
+            if seq > self.seq and (last is None or session == last):
                 self.seq = seq
         else:
             if last is None:

@@ -48,7 +48,7 @@ def test_flash_then_reflash_only_what_changed(bare_board: BoardHost) -> None:
         sample_rate_hz=3200,
         progress=events.append,
     )
-    fw = sorted(p.stem for p in (SOURCE / "bpiiot_fw").glob("*.py"))
+    fw = sorted(n[:-3] for n in flash_mod.shipped_modules(SOURCE))
     assert result.arch == "x64"
     assert sorted(result.copied) == sorted(["main.py", *(f"bpiiot_fw/{n}.mpy" for n in fw)])
     assert result.config_written and not result.unchanged
@@ -62,9 +62,10 @@ def test_flash_then_reflash_only_what_changed(bare_board: BoardHost) -> None:
     # Progress: every copied file reported its bytes up to its full size.
     done = {e.path for e in events if e.step == "copy" and e.done == e.total > 0}
     assert done == set(result.copied)
+    # The board is asked what it loads before anything is built for it.
     assert [e.step for e in events if e.step in ("build", "connect", "reset", "hello")] == [
-        "build",
         "connect",
+        "build",
         "reset",
         "hello",
     ]
@@ -97,10 +98,13 @@ def test_flash_over_running_source_firmware_removes_stale_sources() -> None:
     host.start()
     try:
         result = flash_mod.flash(host.port, arch="unix", resume=True)
+        # Every source goes: shadowing ones and host-only ones (codec_host) alike.
         assert sorted(result.removed) == sorted(
             f"bpiiot_fw/{p.name}" for p in (SOURCE / "bpiiot_fw").glob("*.py")
         )
         assert not list((host.fs_dir / "bpiiot_fw").glob("*.py"))
+        shipped = sorted(p.name for p in (host.fs_dir / "bpiiot_fw").iterdir())
+        assert shipped == [n[:-3] + ".mpy" for n in flash_mod.shipped_modules(SOURCE)]
         assert result.hello is not None and result.hello.boot_counter == 2
         assert 76 in host.exit_codes  # the app left for the REPL on mpremote's escape
         assert not result.config_written
@@ -184,3 +188,48 @@ def test_board_not_answering(tmp_path: Path, bare_board: BoardHost) -> None:
     with pytest.raises(flash_mod.BoardNotAnswering, match="no hello from the firmware"):
         flash_mod.flash(bare_board.port, arch="unix", resume=True, source=src, timeout_s=2)
     assert bare_board.boots == 1  # it was reset and started the silent main.py
+
+
+def test_only_what_runs_is_shipped(tmp_path: Path) -> None:
+    names = flash_mod.shipped_modules(SOURCE)
+    assert "codec_host.py" not in names and "dsp_ref.py" not in names
+    # Everything else in the package is shipped (a new module must be listed).
+    assert set(names) == {p.name for p in (SOURCE / "bpiiot_fw").glob("*.py")} - {"codec_host.py"}
+    files = flash_mod.build(SOURCE, tmp_path, "armv6m")
+    assert [r for r, _ in files] == ["main.py", *(f"bpiiot_fw/{n[:-3]}.mpy" for n in names)]
+
+
+def test_mpy_compatibility_is_read_from_sys_implementation() -> None:
+    def mpy(ver: int, sub: int, arch: str) -> int:
+        return ver | sub << 8 | flash_mod.MPY_ARCHES.index(arch) << 10
+
+    assert flash_mod.check_board_mpy(2822, (6, 3)) == "x64"  # this Unix port: 0xb06
+    assert flash_mod.check_board_mpy(mpy(6, 3, "armv6m"), (6, 3)) == "armv6m"
+    assert flash_mod.check_board_mpy(mpy(6, 3, "xtensawin"), (6, 3)) == "xtensawin"
+    for bad, says in (
+        (mpy(6, 2, "armv6m"), "runs MicroPython 1.22 (.mpy v6.2)"),
+        (mpy(6, 3, "rv32imc"), "no native code emitter"),
+        (None, "no sys.implementation._mpy"),
+    ):
+        with pytest.raises(flash_mod.IncompatibleMicroPython) as err:
+            flash_mod.check_board_mpy(bad, (6, 3))
+        text = str(err.value)
+        assert says in text and "install MicroPython 1.23 or later" in text
+        assert "\n" not in text  # one line
+
+
+def test_an_incompatible_board_is_refused_before_anything_is_copied(
+    bare_board: BoardHost, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The real board (Unix port, .mpy v6.3) against an mpy-cross that would emit v6.4.
+    monkeypatch.setattr(flash_mod, "emitted_mpy_version", lambda: (6, 4))
+    with pytest.raises(flash_mod.IncompatibleMicroPython, match=r"v6\.3.*needs \.mpy v6\.4"):
+        flash_mod.flash(bare_board.port, arch="unix", resume=True)
+    # The command line says it in one line and fails.
+    code = cli_flash.main(["flash", bare_board.port, "--arch", "unix", "--resume", "-q"])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: the board runs MicroPython 1.23")
+    assert "install MicroPython" in err
+    assert not (bare_board.fs_dir / "bpiiot_fw").exists()
+    assert not (bare_board.fs_dir / "main.py").exists()

@@ -46,6 +46,38 @@ def _status(client: Client) -> m.Status:
     return replies[0].message
 
 
+def _output_becomes(fs: Path, pin: int, want: int, timeout: float = 3.0) -> bool:
+    """True once outputs.json records pin at want.
+
+    The firmware writes files from its main loop after draining the sample ring, not
+    while answering a command, so the record may lag the ack by a loop turn.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if json.loads((fs / "outputs.json").read_text()).get(str(pin)) == want:
+                return True
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+
+
+def _saved_becomes(fs: Path, field: str, want: object, timeout: float = 3.0) -> bool:
+    """True once the saved configuration holds want in field (written from the loop)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if json.loads((fs / "bpiiot.json").read_text()).get(field, "?") == want:
+                return True
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+
+
 def _config(client: Client) -> m.Config:
     replies, ack = client.command(m.GetConfig())
     assert isinstance(ack.message, m.Ack)
@@ -101,9 +133,9 @@ def test_hello_every_command_and_reports(board: tuple[BoardHost, Client]) -> Non
     # set_output: ack, and the host driver records the state.
     replies, ack = c.command(m.SetOutput(2, 1))
     assert isinstance(ack.message, m.Ack)
-    assert json.loads((host.fs_dir / "outputs.json").read_text())["2"] == 1
+    assert _output_becomes(host.fs_dir, 2, 1)
     replies, ack = c.command(m.SetOutput(2, 0))
-    assert json.loads((host.fs_dir / "outputs.json").read_text())["2"] == 0
+    assert _output_becomes(host.fs_dir, 2, 0)
 
     status = _status(c)
     assert status.windows >= 3 and status.overruns == 0
@@ -203,7 +235,7 @@ def test_mac_on_and_off(board: tuple[BoardHost, Client]) -> None:
     c.set_key(None)
     _, ack = c.command(m.Ping())
     assert isinstance(ack.message, m.Ack) and not ack.authenticated
-    assert json.loads((host.fs_dir / "bpiiot.json").read_text())["key"] is None
+    assert _saved_becomes(host.fs_dir, "key", None)
 
 
 def test_persistence_boot_counter_and_session(board: tuple[BoardHost, Client]) -> None:
@@ -389,22 +421,24 @@ def test_zone_d_drives_the_alarm_output() -> None:
     (host.fs_dir / "bpiiot.json").write_text(json.dumps(cfg))
     port = host.start()
     c = Client(port)
-    outputs = host.fs_dir / "outputs.json"
     try:
         c.sync()
-        deadline = time.monotonic() + 4
-        while not c.reports and time.monotonic() < deadline:
+        deadline = time.monotonic() + 20
+        while not [r for r in c.reports if not r.flags] and time.monotonic() < deadline:
             c.recv(0.2)
-        assert c.reports and max(c.reports[-1].vel_rms_um_s) > 4500
-        assert json.loads(outputs.read_text())["3"] == 1
+        # The first window after boot is flagged (settling) and leaves the alarm alone.
+        assert c.reports[0].flags & m.ReportFlag.SETTLING
+        assert c.reports[-1].flags == 0 and max(c.reports[-1].vel_rms_um_s) > 4500
+        assert _output_becomes(host.fs_dir, 3, 1)
         _, ack = c.command(m.SetConfig(machine_class=1))
         assert isinstance(ack.message, m.Ack)
         c.reports.clear()
-        deadline = time.monotonic() + 4
-        while len(c.reports) < 2 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 20
+        while not [r for r in c.reports if not r.flags] and time.monotonic() < deadline:
             c.recv(0.2)
-        assert len(c.reports) >= 2 and 4500 < c.reports[-1].vel_rms_um_s[0] < 7100
-        assert json.loads(outputs.read_text())["3"] == 0
+        assert c.reports[0].flags & m.ReportFlag.SETTLING
+        assert c.reports[-1].flags == 0 and 4500 < c.reports[-1].vel_rms_um_s[0] < 7100
+        assert _output_becomes(host.fs_dir, 3, 0)
     finally:
         c.close()
         host.stop()
@@ -431,9 +465,16 @@ def test_private_protocol_constants_agree() -> None:
             assert getattr(m, cls).TYPE == v, k
 
 
-# MicroPython allocates its fifth pool of interned names (qstrs) at the 301st one made
-# at run time: about 3.6 KiB in one piece on the 64-bit Unix port, the margin between
-# a 60 KiB heap surviving or not (tools/bench/bench_board_fw.py).
+# What this figure stands for. Copied as .mpy files (`bpiiot flash`), every name the
+# firmware's modules use (module names and paths, attributes, globals, arguments; not
+# locals, not private const() names, not names MicroPython's image already holds such
+# as "flags" or "flush") is interned into RAM at import, in pools that double in size.
+# The fifth pool is taken at the 301st name: about 3.6 KiB in one piece on the 64-bit
+# Unix port (about 2 KiB on a 32-bit board), which is the margin between the
+# benchmark's 60 KiB heap surviving or not (board.heap_peak_bytes,
+# tools/bench/bench_board_fw.py). On a board with the firmware frozen into its image
+# (board/micropython/manifest.py) these names live in flash and this limit does not
+# apply. Keep names readable: drop a name only where another is as clear.
 QSTR_POOL_LIMIT = 300
 
 
@@ -486,8 +527,7 @@ def _interned_names_under_load(fs: Path, boot: int) -> tuple[int, int]:
 
 def test_interned_names_stay_below_a_fifth_qstr_pool(tmp_path: Path) -> None:
     """Under load, first boot and a boot with a saved configuration, the firmware
-    makes at most 300 interned names (each module, attribute, parameter and short
-    string adds one; see QSTR_POOL_LIMIT)."""
+    makes at most 300 interned names (see QSTR_POOL_LIMIT)."""
     fs = tmp_path / "fs"
     files = flash_mod.build(flash_mod.default_source(), fs, "x64")
     main = files[0][1].read_text()

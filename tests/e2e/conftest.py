@@ -23,3 +23,7 @@ def board_host() -> Iterator[BoardHost]:
         yield host
     finally:
         host.stop()
+
+
+# The cloud bridge's fixtures: a real Mosquitto, and the firmware streaming reports.
+from .mqtt_broker import broker, firmware, streaming_board  # noqa: E402, F401

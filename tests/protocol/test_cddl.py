@@ -71,6 +71,7 @@ SCHEMA_NEGATIVE = [
     "ping-with-args",
     "nack-detail-too-long",
     "log-level-5",
+    "temperature-too-cold",
 ]
 
 

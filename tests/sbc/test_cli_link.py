@@ -12,22 +12,43 @@ from bpiiot import cli
 from bpiiot.cli_link import KeyFileError, load_link_key
 
 
-def test_key_from_hex_file_raw_file_and_env(tmp_path, monkeypatch) -> None:
+def test_key_from_hex_file_and_env_only(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("BPIIOT_LINK_KEY", raising=False)
     assert load_link_key(None) is None
     hexfile = tmp_path / "k.hex"
     hexfile.write_text(bytes(range(16)).hex() + "\n")
+    hexfile.chmod(0o600)
     assert load_link_key(str(hexfile)) == bytes(range(16))
+    # Raw bytes are no longer guessed at: one format (hex) for every command.
     raw = tmp_path / "k.bin"
-    raw.write_bytes(bytes(range(200, 232)))
-    assert load_link_key(str(raw)) == bytes(range(200, 232))
+    raw.write_bytes(bytes(range(65, 97)))
+    raw.chmod(0o600)
+    with pytest.raises(KeyFileError, match="written in hex"):
+        load_link_key(str(raw))
     monkeypatch.setenv("BPIIOT_LINK_KEY", "ab" * 20)
     assert load_link_key(None) == b"\xab" * 20
+
+
+def test_flash_reads_its_key_file_with_the_same_loader(tmp_path) -> None:
+    import argparse
+
+    from bpiiot import cli_flash
+
+    raw = tmp_path / "k.bin"
+    raw.write_bytes(bytes(range(65, 97)))
+    raw.chmod(0o600)
+    args = argparse.Namespace(key_file=str(raw), key_env=None)
+    with pytest.raises(KeyFileError, match="written in hex"):
+        cli_flash._read_key(args)
+    raw.chmod(0o644)
+    with pytest.raises(KeyFileError, match="chmod 600"):
+        cli_flash._read_key(args)
 
 
 def test_bad_keys_are_clear_and_never_echoed(tmp_path, monkeypatch) -> None:
     short = tmp_path / "short"
     short.write_text("00112233")
+    short.chmod(0o600)
     with pytest.raises(KeyFileError, match="16 to 32 bytes, this one is 4"):
         load_link_key(str(short))
     with pytest.raises(KeyFileError, match="cannot read key file"):

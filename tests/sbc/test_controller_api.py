@@ -11,6 +11,7 @@ import bpiiot
 import bpiiot.chain
 from bpiiot import config as config_mod
 from bpiiot.controller import CHAIN_ACTIONS, Controller
+from bpiiot.files import KeyFileError
 from bpiiot.outputs import BoardOutputs, OutputDriver, OutputError
 from bpiiot.rules import Action, RuleError
 from bpiiot.service import BoardConfig, ServiceError, boards_from_config, read_key_file
@@ -65,12 +66,12 @@ def test_key_files_must_be_private_hex(tmp_path: Path) -> None:
     key = tmp_path / "k"
     key.write_text("00" * 32)
     key.chmod(0o644)
-    with pytest.raises(ServiceError, match="chmod 600"):
+    with pytest.raises(KeyFileError, match="chmod 600"):
         read_key_file(str(key))
     key.chmod(0o600)
     assert read_key_file(str(key)) == bytes(32)
     key.write_text("zz")
-    with pytest.raises(ServiceError, match="hex"):
+    with pytest.raises(KeyFileError, match="hex"):
         read_key_file(str(key))
 
 

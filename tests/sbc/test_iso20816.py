@@ -76,7 +76,7 @@ def test_reference_rms_and_peak_on_a_known_signal() -> None:
 
 def test_checked_state_detects_a_design_that_would_overflow() -> None:
     bad = list(COEFFS[3200])
-    bad[14] = 20  # input shift far too large: sections overflow int32 on full scale
+    bad[13] = 20  # input shift far too large: sections overflow int32 on full scale
     st = FilterState(bad, checked=True)
     with pytest.raises(OverflowError):
         for v in [32767, -32768] * 50:

@@ -18,12 +18,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
 
-from board_host import run_script  # noqa: E402
+from board_host import FIRMWARE_SRC, run_script  # noqa: E402
 
 SCRIPT = """
 import time
 from array import array
-from bpiiot_fw import dsp, dsp_ref
+import dsp_ref
+from bpiiot_fw import dsp
 RATE = 3200
 BLOCK = 320
 x = array("h", bytes(2 * BLOCK))
@@ -55,7 +56,8 @@ print(best_v, 4000 * BLOCK, best_p, 100 * BLOCK)
 
 def main() -> int:
     """Run the measurement in the Unix port and print the BENCH lines."""
-    out = run_script(SCRIPT, timeout=600)
+    # dsp_ref sits beside this benchmark, not in the firmware.
+    out = run_script(SCRIPT, timeout=600, source=f"{FIRMWARE_SRC}:{ROOT / 'tools' / 'bench'}")
     tv, nv, tp, np_ = (int(v) for v in out.split())
     per_v = nv / (tv / 1e6)
     per_p = np_ / (tp / 1e6)

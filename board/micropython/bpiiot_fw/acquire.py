@@ -18,8 +18,9 @@ by a clock, never by the main loop's speed:
 and returns how many. If the main loop falls behind by more than the ring capacity,
 the samples that do not fit are dropped and ``overruns`` grows by their number (for
 the ADXL345, by 1 per FIFO found full: how many it lost is unknown). The signal
-source is advanced past dropped samples, so its time stays true; the caller should
-``reset()`` its feature windows when ``overruns`` changes.
+source is advanced past dropped samples, so its time stays true. ``flags`` collects
+the report flag bits of what happened (OVERRUN, SENSOR_FAULT for a failed read); the
+caller passes them with the next block to ``dsp.Features.feed`` and clears them.
 """
 
 import sys
@@ -31,6 +32,11 @@ from micropython import const
 
 # Counters wrap here; a small int on 32-bit ports, and a multiple of every capacity.
 _MASK = const(0x3FFFFFFF)
+# Sensor reads failing in a row before acquisition gives up (poll raises).
+_MAX_FAILS = const(8)
+# Report flag bits (SPEC.md 5.2).
+_OVERRUN = const(0x02)
+_SENSOR_FAULT = const(0x04)
 
 
 @micropython.viper
@@ -58,7 +64,6 @@ class Sampler:
         accel.set_rate(rate_hz)  # ValueError for a rate the sensor cannot do
         self.accel = accel
         self.rate_hz = rate_hz
-        self.block = block
         if rings is None:
             cap = capacity or 8 * block
             c = 1
@@ -77,6 +82,12 @@ class Sampler:
         self._r = 0  # read, only poll changes it
         #: Samples dropped because the ring was full (never silently lost).
         self.overruns = 0
+        #: Report flag bits (SPEC.md 5.2) for the samples polled next: OVERRUN when
+        #: samples were lost, SENSOR_FAULT when a read failed. The reader clears them.
+        self.flags = 0
+        # Reads failed in a row; past _MAX_FAILS acquisition stops (an exception in the
+        # main loop). Few attributes: a 17th would grow every Sampler by 96 bytes.
+        self._fails = 0
         self._clock = clock
         self._host = clock is not None or _host()
         self._timer = None
@@ -94,11 +105,11 @@ class Sampler:
         if self._host:
             self._last = self._now()
             return
-        from bpiiot_fw import platform_board
+        from bpiiot_fw import hal_board
 
         freq = self.rate_hz // 8 if self.accel.paced else self.rate_hz
         # The bound method is made once, here: the callback itself allocates nothing.
-        self._timer = platform_board.timer(freq, self._tick)
+        self._timer = hal_board.timer(freq, self._tick)
 
     def stop(self):
         """Stop the timer and the sensor."""
@@ -125,9 +136,21 @@ class Sampler:
         if first > n:
             first = n
         x, y, z = self._rings
-        got = self.accel.read(x, y, z, head, first)
-        if got == first and n > first:
-            got += self.accel.read(x, y, z, 0, n - first)
+        try:
+            got = self.accel.read(x, y, z, head, first)
+            if got == first and n > first:
+                got += self.accel.read(x, y, z, 0, n - first)
+        except OSError:
+            # A bus error (SPI/I2C, ADC): nothing read now; flagged, not fatal, unless
+            # it persists. Then the error goes up from here on the Unix port (this runs
+            # in poll, in the main loop), and from poll on a board (never out of a timer
+            # callback, which would print into the serial stream).
+            self.flags |= _SENSOR_FAULT
+            self._fails += 1
+            if self._fails > _MAX_FAILS and self._host:
+                raise
+            return 0
+        self._fails = 0
         self._w = (self._w + got) & _MASK
         return got
 
@@ -142,10 +165,12 @@ class Sampler:
             if ff != self._fifo_seen:
                 self.overruns += ff - self._fifo_seen
                 self._fifo_seen = ff
+                self.flags |= _OVERRUN
         elif free:
             self._fill(1)
         else:
             self.overruns += 1
+            self.flags |= _OVERRUN
 
     def _produce(self):
         # Unix port: the clock says how many samples are due; produce exactly those.
@@ -164,6 +189,7 @@ class Sampler:
             self._fill(k)
         if due > k:
             self.overruns += due - k
+            self.flags |= _OVERRUN
             skip = getattr(self.accel, "skip", None)
             if skip is not None:
                 skip(due - k)
@@ -172,6 +198,8 @@ class Sampler:
         """Copy up to ``count`` (default len(x)) waiting samples into x, y, z; return how many."""
         if self._host and self.running:
             self._produce()
+        if self._fails > _MAX_FAILS:
+            raise OSError("sensor: %d reads failed in a row" % self._fails)
         n = (self._w - self._r) & _MASK
         if not count:
             count = len(x)

@@ -13,7 +13,7 @@ from array import array
 
 from micropython import const
 
-from bpiiot_fw import codec, platform
+from bpiiot_fw import codec, hal
 from bpiiot_fw.store import Store, key_bytes
 
 FW_VERSION = (0, 1, 0)
@@ -41,6 +41,12 @@ _E_BAD_VALUE = const(3)
 _E_INTERNAL = const(8)
 _VERSION_MAJOR = const(1)
 _VERSION_MINOR = const(0)
+
+# Report flag bits (SPEC.md 5.2) the app sets; SETTLING, OVERRUN and SENSOR_FAULT come
+# through dsp.Features from the sampler.
+_F_CLIPPED = const(0x08)
+_F_VEL_SATURATED = const(0x10)
+_F_ACC_SATURATED = const(0x20)
 
 _CAP_AUTH = const(0x01)
 _CAP_OUTPUTS = const(0x02)
@@ -88,8 +94,8 @@ class App:
         self._bufs = _zeros(_BLOCK)
         self._block = _BLOCK
         self.store = store or Store()
-        self.clock = platform.Clock()
-        self.load = platform.Load()
+        self.clock = hal.Clock()
+        self.load = hal.Load()
         problem = self.store.load()
         cfg = self.store.cfg
         self.logs = []  # log frames to send once the link is up
@@ -103,9 +109,7 @@ class App:
         except OSError as exc:
             # A read-only or full filesystem: run anyway, the session cannot persist.
             self.boot = cfg["boot"] = (cfg.get("boot", 0) + 1) & 0xFFFFFFFF
-            self.logs.append(
-                (_LOG_ERROR, "boot counter not saved: " + platform.exception_text(exc))
-            )
+            self.logs.append((_LOG_ERROR, "boot counter not saved: " + hal.exception_text(exc)))
         self.session = self.boot & 0xFFFF
         key = key_bytes(cfg)
         self.enc = codec.Encoder(False, key, self.session)
@@ -114,14 +118,14 @@ class App:
         if stream is None:
             uart = None
             ucfg = cfg.get("uart")
-            if ucfg and not platform.UNIX:
-                from bpiiot_fw import platform_board
+            if ucfg and not hal.UNIX:
+                from bpiiot_fw import hal_board
 
-                uart = platform_board.uart(ucfg)
-            stream = platform.Stream(uart)
+                uart = hal_board.uart(ucfg)
+            stream = hal.Stream(uart)
         self.stream = stream
-        self.outputs = platform.Outputs(cfg["outputs"])
-        self.wdt = platform.Watchdog(cfg.get("wdt_ms", 0))
+        self.outputs = hal.Outputs(cfg["outputs"])
+        self.wdt = hal.Watchdog(cfg.get("wdt_ms", 0))
         self.rx = bytearray(256)
         self.frames_sent = 0
         self.frames_rejected = 0
@@ -132,7 +136,6 @@ class App:
         self.temp = None
         self.accel = None
         self._escape_at = None
-        self._seen_overruns = 0
         self.start_acquisition()
 
     # -- acquisition -------------------------------------------------------------------
@@ -158,8 +161,11 @@ class App:
     def start_acquisition(self):
         """(Re)build sensors, sampler and feature extractor from the configuration.
 
-        A sensor or DSP failure leaves the link running without reports and says why
-        in a log frame: the board must stay reachable to be reconfigured.
+        A saved plan this board cannot run (refused by the checks, or no room for it in
+        the heap) falls back to the default plan, says so in a log frame (repeated after
+        every hello request) and saves the plan that runs, so get_config tells the
+        truth. A sensor failure leaves the link running without reports and says why:
+        the board must stay reachable to be reconfigured.
         """
         self.stop_acquisition()
         self.features = None
@@ -167,12 +173,29 @@ class App:
         try:
             from bpiiot_fw import acquire, dsp
 
-            plan = self._plan(cfg)
+            try:
+                plan = self._plan(cfg)
+                gc.collect()
+                feat = dsp.Features(*plan)
+            except (ValueError, MemoryError) as exc:
+                # The saved plan cannot run: the defaults can (the benchmark's plan).
+                feat = None
+                gc.collect()
+                from bpiiot_fw.store import DEFAULTS
+
+                old = "%d S/s, %d/%d ms" % (cfg["sample_rate_hz"], cfg["window_ms"], cfg["hop_ms"])
+                new = {k: DEFAULTS[k] for k in ("sample_rate_hz", "window_ms", "hop_ms")}
+                self.store.update(**new)  # written by flush(), from the main loop
+                self.problem = "saved plan %s cannot run (%s): defaults in use" % (
+                    old,
+                    hal.exception_text(exc)[:60],
+                )
+                self.logs.append((_LOG_WARNING, self.problem))
+                feat = dsp.Features(*self._plan(cfg))
             if self.accel is None or self.temp is None:
                 self._make_sensors(cfg)
             # The old acquisition and the imports' garbage go before the new one is made.
             gc.collect()
-            feat = dsp.Features(*plan)
             # Blocks never span two hops (Features.feed takes at most hop_n samples).
             block = min(feat.hop_n, _BLOCK)
             sampler = acquire.Sampler(
@@ -180,14 +203,13 @@ class App:
             )
             sampler.start()
             self._block = block
-            self._seen_overruns = 0
             self.sampler = sampler
             self.features = feat
         except Exception as exc:
-            platform.log_exception(exc, "acquisition")
+            hal.log_exception(exc, "acquisition")
             self.sampler = None
             self.features = None
-            self.logs.append((_LOG_ERROR, "acquisition off: " + platform.exception_text(exc)))
+            self.logs.append((_LOG_ERROR, "acquisition off: " + hal.exception_text(exc)))
 
     def _make_sensors(self, cfg):
         # The factory is needed only until the drivers exist: unloaded afterwards.
@@ -201,12 +223,10 @@ class App:
                     self.temp = sensors.make_temp(cfg["sensor"])
                 except Exception as exc:
                     self.temp = None
-                    self.logs.append(
-                        (_LOG_WARNING, "no temperature: " + platform.exception_text(exc))
-                    )
+                    self.logs.append((_LOG_WARNING, "no temperature: " + hal.exception_text(exc)))
         finally:
             sensors = None
-            platform.unload("sensors")
+            hal.unload("sensors")
 
     def stop_acquisition(self):
         """Stop the sampler, keeping its overrun count for the status."""
@@ -229,13 +249,16 @@ class App:
         x, y, z = self._bufs
         while True:
             n = sampler.poll(x, y, z, self._block)
-            if sampler.overruns != self._seen_overruns:
-                # Samples were lost: a window across the gap would mix two signals.
-                self._seen_overruns = sampler.overruns
-                feat.reset()
+            # Samples lost or a failed read before these: the windows holding them (and,
+            # after a gap, those while the filters ring) are flagged, never silent.
+            flags = sampler.flags
+            if flags:
+                sampler.flags ^= flags  # a bit set meanwhile by the timer stays
             if not n:
+                if flags:
+                    feat.feed(x, y, z, 0, flags)
                 return
-            res = feat.feed(x, y, z, n)
+            res = feat.feed(x, y, z, n, flags)
             if res is not None:
                 self._report(res)
 
@@ -243,12 +266,20 @@ class App:
         cfg = self.store.cfg
         ch = cfg["channels"]
         self.windows += 1
-        rms, peak, vel, zone = result
+        rms, peak, vel, zone, flags = result
+        # Saturation is decided here, per axis actually sent.
+        flags &= ~_F_VEL_SATURATED
         out = [self.windows & 0xFFFFFFFF, self.clock.ms() & 0xFFFFFFFF, self.features.window_n]
-        for arr in (rms, peak, vel):
+        limit = getattr(self.accel, "limit_mg", 32767)
+        for j, arr in enumerate((rms, peak, vel)):
             for i in range(3):
                 v = arr[i] if ch & (1 << i) else 0
-                out.append(0 if v < 0 else (65535 if v > 65535 else v))  # uint16
+                if v > 65535:  # uint16 on the wire: never a silent clip
+                    v = 65535
+                    flags |= _F_VEL_SATURATED if j == 2 else _F_ACC_SATURATED
+                elif j == 1 and v >= limit:
+                    flags |= _F_CLIPPED
+                out.append(v)
         t = None
         if ch & 8 and self.temp is not None:
             try:
@@ -257,9 +288,12 @@ class App:
             except Exception:
                 t = None
         out.append(t)
+        if flags:
+            out.append(flags)  # SPEC.md 5.2: the 14th item only when non-zero
         self.send(_T_REPORT, out)
         pin = cfg.get("alarm_pin")
-        if pin is not None:
+        if pin is not None and not flags:
+            # A flagged window is not representative: the alarm keeps its state.
             self.outputs.set(pin, 1 if zone == 3 else 0)
 
     # -- link --------------------------------------------------------------------------
@@ -309,7 +343,7 @@ class App:
             self.frames_sent & 0xFFFFFFFF,
             self.frames_rejected & 0xFFFFFFFF,
             self.overruns & 0xFFFFFFFF,
-            platform.mem_free(),
+            hal.mem_free(),
             self.load.permille,
             self.clock.ms() & 0xFFFFFFFF,
             self.windows & 0xFFFFFFFF,
@@ -336,11 +370,9 @@ class App:
         except BadValue as exc:
             self.nack(seq, _E_BAD_VALUE, str(exc))
         except Exception as exc:
-            platform.log_exception(exc, "command 0x%02x" % type_)
-            self.nack(seq, _E_INTERNAL, platform.exception_text(exc)[:64])
-            self.log(
-                _LOG_ERROR, "command 0x%02x failed: %s" % (type_, platform.exception_text(exc))
-            )
+            hal.log_exception(exc, "command 0x%02x" % type_)
+            self.nack(seq, _E_INTERNAL, hal.exception_text(exc)[:64])
+            self.log(_LOG_ERROR, "command 0x%02x failed: %s" % (type_, hal.exception_text(exc)))
 
     def command(self, type_, seq, obj):
         """Carry out one verified command (payload already checked against its schema)."""
@@ -372,7 +404,8 @@ class App:
         elif type_ == _T_REBOOT:
             self.send(_T_ACK, [seq])
             self.stop_acquisition()
-            platform.reboot()
+            self.flush()
+            hal.reboot()
             return
         else:  # the verifier only lets command types through; keep the contract anyway
             self.nack(seq, _E_UNKNOWN_TYPE, "type")
@@ -382,11 +415,21 @@ class App:
     def _set_key(self, key):
         self.enc.set_key(key)
         self.ver.set_key(key)
-        try:
-            self.store.update(key=key.hex() if key else None)
-            self.problem = None
-        except OSError as exc:
-            self.log(_LOG_ERROR, "key not saved: " + platform.exception_text(exc))
+        self.store.update(key=key.hex() if key else None)
+        self.problem = None
+
+    def flush(self):
+        """Write what must survive a reboot (config, key), and the Unix port's output
+        record, if they changed: called when the sample ring has just been drained, so
+        a slow flash write delays sampling by at most the ring's length, and changes
+        made in between are coalesced into one write."""
+        if self.outputs.dirty:
+            self.outputs.flush()
+        if self.store.dirty:
+            try:
+                self.store.flush()
+            except OSError as exc:
+                self.log(_LOG_ERROR, "config not saved: " + hal.exception_text(exc))
 
     def set_config(self, obj):
         """Apply a set_config map {1..5: value}; BadValue (nothing changed) if impossible."""
@@ -464,11 +507,12 @@ class App:
                 # A fault outside any one command (a MemoryError, a bug): the loop
                 # must go on, and the SBC hears about it.
                 self.frames_rejected += 1
-                platform.log_exception(exc, "main loop")
+                hal.log_exception(exc, "main loop")
                 self.deframer = codec.Deframer()
-                self.logs.append((_LOG_ERROR, "loop: " + platform.exception_text(exc)))
+                self.logs.append((_LOG_ERROR, "loop: " + hal.exception_text(exc)))
                 up = True
             if not up:
+                self.flush()
                 if self.stream.closed:
                     return "closed"
                 self.stop_acquisition()
@@ -480,20 +524,26 @@ class App:
                             f.write("1")
                     except OSError:
                         pass
-                    platform.reboot()
+                    hal.reboot()
                 return "repl"
             if self.sampler is not None:
                 try:
                     self._sample()
                 except Exception as exc:
-                    platform.log_exception(exc, "sampling")
+                    hal.log_exception(exc, "sampling")
                     self.stop_acquisition()
-                    self.log(_LOG_ERROR, "acquisition stopped: " + platform.exception_text(exc))
+                    self.log(_LOG_ERROR, "acquisition stopped: " + hal.exception_text(exc))
+            if self.store.dirty or self.outputs.dirty:
+                # Right after _sample the ring is (nearly) empty: the most room for a
+                # flash write to stall in (DSP.md 7.1: worst-case main-loop pause).
+                sampler = self.sampler
+                if sampler is None or 2 * sampler.available() < sampler.capacity:
+                    self.flush()
             if self.logs:
                 try:
                     self._flush_logs()
                 except Exception as exc:
-                    platform.log_exception(exc, "log")
+                    hal.log_exception(exc, "log")
                     self.logs = []
 
 

@@ -616,7 +616,8 @@ class Verifier:
             exc.seq = seq
             raise
         if board:
-            if seq > self.seq:
+            # A hello_request from another session is answered but moves nothing.
+            if seq > self.seq and (last is None or session == last):
                 self.seq = seq
         else:
             self.session = session

@@ -36,6 +36,9 @@ class ADXL345:
         self.rate_hz = 0
         #: FIFO overflows seen (32 entries found: samples may have been lost).
         self.fifo_full = 0
+        #: Largest |mg| a sample can show (+-16 g range, full resolution: 4095 LSB);
+        #: a window reaching it is flagged CLIPPED.
+        self.limit_mg = 15996
         self._rx = bytearray(7)
         self._tx = bytearray(7)
         # Views made once: read() runs in the timer callback and must not allocate.

@@ -29,6 +29,11 @@ class AnalogAccel:
         self._mvg = cfg.get("mv_per_g", 330)
         self._vref = cfg.get("vref_mv", 3300)
         self.rate_hz = 0
+        # Largest |mg| the ADC can show before a rail (a window reaching it is CLIPPED).
+        zmin = min(self._zero)
+        zmax = max(self._zero)
+        lim = min(zmin, self._vref - zmax) * 1000 // self._mvg
+        self.limit_mg = lim if lim < 32767 else 32767
 
     def set_rate(self, rate_hz):
         """Accept rates the timer can pace (up to 6400 S/s; the MCU may not keep up)."""

@@ -45,6 +45,8 @@ class SignalSource:
 
     paced = False
     RATES = (800, 1600, 3200, 6400)
+    #: Samples are clipped to int16: a window reaching it is flagged CLIPPED.
+    limit_mg = 32767
 
     def __init__(self, cfg, rate_hz=3200):
         self.cfg = cfg

@@ -10,7 +10,7 @@ returns why, and the app sends it as a log frame.
 import json
 import os
 
-from bpiiot_fw.platform import unload
+from bpiiot_fw.hal import unload
 
 PATH = "bpiiot.json"
 
@@ -43,6 +43,8 @@ class Store:
     def __init__(self, path=PATH):
         self.path = path
         self.cfg = dict(DEFAULTS)
+        #: cfg holds changes not yet written (see update and flush).
+        self.dirty = False
 
     def load(self):
         """Read the file into cfg; return None, or the reason the defaults are used."""
@@ -95,7 +97,17 @@ class Store:
         return self.cfg["boot"]
 
     def update(self, **changes):
-        """Apply changes to cfg and persist them."""
+        """Apply changes to cfg now; they reach the file at the next ``flush``.
+
+        Writing flash can stall for tens of milliseconds: the app flushes from its main
+        loop right after draining the sample ring, and coalesces changes made between.
+        """
         for k, v in changes.items():
             self.cfg[k] = v
-        self.save()
+        self.dirty = True
+
+    def flush(self):
+        """Write cfg if it changed since the last write (OSError if that fails)."""
+        if self.dirty:
+            self.dirty = False
+            self.save()

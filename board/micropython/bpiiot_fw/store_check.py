@@ -1,6 +1,6 @@
 """Checks of a configuration read from the file: loaded by ``Store.load`` only.
 
-Used once per boot, then unloaded (``platform.unload``), so its code and names are
+Used once per boot, then unloaded (``hal.unload``), so its code and names are
 not resident while the DSP and the link run.
 """
 

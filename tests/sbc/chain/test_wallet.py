@@ -7,7 +7,9 @@ import logging
 import os
 import pickle
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from eth_account import Account
@@ -18,6 +20,7 @@ from bpiiot.errors import BpiiotError
 from bpiiot.wallet import (
     InvalidPrivateKey,
     KeystoreCorrupt,
+    KeystoreInsecure,
     LocalSigner,
     PasswordUnavailable,
     Signer,
@@ -86,6 +89,7 @@ def test_wrong_password(tmp_path: Path) -> None:
 def test_corrupt_file(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "k.json"
     path.write_text(content)
+    path.chmod(0o600)
     with pytest.raises(KeystoreCorrupt, match=message):
         wallet.unlock(path, "pw")
 
@@ -183,3 +187,107 @@ def test_password_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         wallet.resolve_password(password_env="UNSET_X", interactive=True, confirm=True) == "typed"
     )
     assert os.environ.get("UNSET_X") is None
+
+
+def _damaged(tmp_path: Path, change: Callable[[dict[str, Any]], None]) -> Path:
+    """A keystore of KEY_HEX (mode 0600) with ``change`` applied to its JSON."""
+    path = tmp_path / "damaged.json"
+    if not path.exists():
+        wallet.import_private_key(path, KEY_HEX, "pw", kdf=TEST_KDF)
+    doc = json.loads(path.read_text())
+    change(doc)
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def _flip_iv(doc: dict[str, Any]) -> None:
+    iv = doc["crypto"]["cipherparams"]["iv"]
+    doc["crypto"]["cipherparams"]["iv"] = ("1" if iv[0] != "1" else "2") + iv[1:]
+
+
+def test_changed_iv_is_refused_not_unlocked_as_another_account(tmp_path: Path) -> None:
+    path = _damaged(tmp_path, _flip_iv)
+    # The MAC does not cover the iv: eth-account alone unlocks it to another key.
+    other = Account.from_key(Account.decrypt(json.loads(path.read_text()), "pw")).address
+    assert other != KEY_ADDRESS
+    with pytest.raises(KeystoreCorrupt, match=f"decrypts to {other}, not to its recorded address"):
+        wallet.unlock(path, "pw")
+    with pytest.raises(KeystoreCorrupt, match="damaged"):
+        wallet.import_keystore(tmp_path / "new.json", path, "pw", kdf=TEST_KDF)
+    assert not (tmp_path / "new.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "message"),
+    [
+        ("cipher", "aes-256-ctr", "cipher 'aes-256-ctr' is not supported"),
+        ("kdf", "argon2", "kdf 'argon2' is not supported"),
+        ("kdfparams.dklen", 10**9, r"kdfparams.dklen = 1000000000 is outside the bound 32..32"),
+        ("kdfparams.n", 2**30, r"kdfparams.n = 1073741824 is outside the bound 2..1048576"),
+        ("kdfparams.n", 3000, "not a power of two"),
+        ("kdfparams.r", 0, r"kdfparams.r = 0 is outside the bound 1..16"),
+        ("kdfparams.p", 10**6, r"kdfparams.p = 1000000 is outside the bound 1..16"),
+        ("kdfparams.salt", "00", "kdfparams.salt is 1 bytes, expected 16 to 64"),
+        ("cipherparams.iv", "zz" * 16, "cipherparams.iv is not hex"),
+        ("ciphertext", "00" * 31, "ciphertext is 31 bytes, expected 32"),
+        ("mac", "00", "mac is 1 bytes, expected 32"),
+    ],
+)
+def test_every_parameter_is_bounded(tmp_path: Path, where: str, value: Any, message: str) -> None:
+    def change(doc: dict[str, Any]) -> None:
+        *parents, leaf = where.split(".")
+        node = doc["crypto"]
+        for name in parents:
+            node = node[name]
+        node[leaf] = value
+
+    path = _damaged(tmp_path, change)
+    with pytest.raises(KeystoreCorrupt, match=message):
+        wallet.unlock(path, "pw")
+
+
+def test_scrypt_memory_is_bounded(tmp_path: Path) -> None:
+    path = _damaged(tmp_path, lambda doc: doc["crypto"]["kdfparams"].update(n=2**20, r=16))
+    with pytest.raises(KeystoreCorrupt, match="needs 2048 MiB, over the bound of 1024 MiB"):
+        wallet.unlock(path, "pw")
+
+
+def test_pbkdf2_bounds(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    wallet.import_private_key(path, KEY_HEX, "pw", kdf=wallet.KdfParams("pbkdf2", 1000))
+    assert wallet.unlock(path, "pw").address == KEY_ADDRESS
+    doc = json.loads(path.read_text())
+    doc["crypto"]["kdfparams"]["c"] = 10**12
+    path.write_text(json.dumps(doc))
+    with pytest.raises(KeystoreCorrupt, match=r"kdfparams.c = 1000000000000 is outside"):
+        wallet.unlock(path, "pw")
+    doc["crypto"]["kdfparams"].update(c=1000, prf="hmac-md5")
+    path.write_text(json.dumps(doc))
+    with pytest.raises(KeystoreCorrupt, match="prf must be hmac-sha256"):
+        wallet.unlock(path, "pw")
+
+
+def test_keystore_readable_by_others_is_refused_with_the_chmod(tmp_path: Path) -> None:
+    path = tmp_path / "k.json"
+    wallet.import_private_key(path, KEY_HEX, "pw", kdf=TEST_KDF)
+    path.chmod(0o640)
+    for call in (lambda: wallet.unlock(path, "pw"), lambda: wallet.keystore_address(path)):
+        with pytest.raises(KeystoreInsecure, match=f"run `chmod 600 {path}`") as e:
+            call()
+        assert "mode 0640" in str(e.value)
+    assert wallet.unlock(path, "pw", insecure_permissions=True).address == KEY_ADDRESS
+    assert wallet.keystore_address(path, insecure_permissions=True) == KEY_ADDRESS
+    path.chmod(0o600)
+    assert wallet.keystore_address(path) == KEY_ADDRESS
+
+
+def test_non_utf8_files_are_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "k.json"
+    path.write_bytes(b'{"version": 3, "\xff\xfe"}')
+    path.chmod(0o600)
+    with pytest.raises(KeystoreCorrupt, match="is not UTF-8 text"):
+        wallet.unlock(path, "pw")
+    pw = tmp_path / "pw"
+    pw.write_bytes(b"\xff\xfepassword")
+    with pytest.raises(PasswordUnavailable, match="is not UTF-8 text"):
+        wallet.resolve_password(password_env="UNSET_X", password_file=pw)

@@ -1,10 +1,13 @@
-"""Platform layer: the serial stream, watchdog, reboot, outputs, memory and load.
+"""Hardware abstraction layer: the serial stream, watchdog, reboot, outputs, memory, load.
+
+(Named ``hal``, not ``platform``: that name belongs to the standard module that both
+MicroPython and CPython have, and a package module shadowing it misleads readers.)
 
 One module hides the differences between boards (USB CDC via sys.stdin/stdout or
 a machine.UART, machine.Pin, machine.WDT, machine.reset) and the MicroPython Unix
 port (a pty on stdin/stdout, outputs recorded in a file, reboot as an exit code
 the host harness tools/board_host.py acts on). The calls into ``machine`` for pins,
-watchdog and UART are in ``platform_board``, loaded on boards only. Nothing here
+watchdog and UART are in ``hal_board``, loaded on boards only. Nothing here
 ever writes text to the serial stream: the stream carries frames only.
 """
 
@@ -128,20 +131,24 @@ class Outputs:
 
     Only pins listed in the configuration are outputs; anything else is refused
     (the app answers ``nack bad_value``). On the Unix port the states are written to
-    ``outputs.json`` in the board's filesystem so a test or an operator can see them.
+    ``outputs.json`` in the board's filesystem so a test or an operator can see them;
+    like every file write that is kept out of the sampling path: ``dirty`` says a
+    write is due, the app calls ``flush`` when the sample ring has room. A board
+    drives its pins at once and writes nothing (outputs do not survive a reboot).
     """
 
     def __init__(self, pins, path="outputs.json"):
         self.states = {}
         self._pins = {}
         self._file = path if UNIX else None
+        self.dirty = False
         for p in pins:
             if UNIX:
                 self._pins[p] = None
             else:
-                from bpiiot_fw import platform_board
+                from bpiiot_fw import hal_board
 
-                self._pins[p] = platform_board.output_pin(p)
+                self._pins[p] = hal_board.output_pin(p)
             self.states[p] = 0
         self._record()
 
@@ -159,17 +166,25 @@ class Outputs:
             drv.value(value)
         if self.states.get(pin) != value:
             self.states[pin] = value
-            self._record()
+            self.dirty = self._file is not None
         return True
+
+    def flush(self):
+        """Write the recorded states if they changed (Unix port only)."""
+        if self.dirty:
+            self.dirty = False
+            self._record()
 
     def _record(self):
         if self._file is None:
             return
         import json
+        import os
 
         try:
-            with open(self._file, "w") as f:
+            with open(self._file + ".tmp", "w") as f:
                 json.dump({str(k): v for k, v in self.states.items()}, f)
+            os.rename(self._file + ".tmp", self._file)
         except OSError:
             pass
 
@@ -186,9 +201,9 @@ class Watchdog:
         self._wdt = None
         if ms and not UNIX:
             try:
-                from bpiiot_fw import platform_board
+                from bpiiot_fw import hal_board
 
-                self._wdt = platform_board.watchdog(ms)
+                self._wdt = hal_board.watchdog(ms)
                 self.active = True
             except Exception:
                 self._wdt = None

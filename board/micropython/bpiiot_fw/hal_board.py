@@ -1,6 +1,6 @@
 """What only a real board runs: output pins, the watchdog, a UART link, the sample timer.
 
-Thin wrappers over ``machine``, imported by ``platform``, ``acquire`` and the app
+Thin wrappers over ``machine``, imported by ``hal``, ``acquire`` and the app
 only off the Unix port: a host never loads them, nor holds their names (every
 interned name costs RAM).
 """

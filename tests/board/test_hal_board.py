@@ -1,4 +1,4 @@
-"""The real-board wrappers (platform_board) drive machine.* as MicroPython documents it.
+"""The real-board wrappers (hal_board) drive machine.* as MicroPython documents it.
 
 The Unix port has no real pins, watchdog or timers, so a recording stand-in for the
 `machine` module is put in sys.modules before the firmware imports it; the calls it
@@ -55,7 +55,7 @@ sys.modules["machine"] = m
 def CB(t):
     pass
 
-from bpiiot_fw import platform_board as pb
+from bpiiot_fw import hal_board as pb
 FAIL_VIRTUAL = False
 p = pb.output_pin(5)
 w = pb.watchdog(8000)
