@@ -20,6 +20,9 @@ DEFAULT_DEV_DIR = "~/.local/state/bpiiot/dev"
 
 
 def _load(args: argparse.Namespace) -> config_mod.Config:
+    from bpiiot.service import register_sections
+
+    register_sections()
     return config_mod.load(args.config, missing_ok=False)
 
 

@@ -207,7 +207,9 @@ class Controller:
         """
         from bpiiot.chain.factory import unlock_from_config
         from bpiiot.rules import rules_from_config
+        from bpiiot.service import register_sections
 
+        register_sections()  # the same file may carry [bridge] and [gpio]
         cfg = config_mod.load(path, missing_ok=False)
         signer = unlock_from_config(cfg.wallet, interactive=interactive)
         all_rules = [*rules_from_config(cfg.extra.get("rule", [])), *(rules or [])]

@@ -211,6 +211,33 @@ def hello_event(hello: m.Hello | None) -> dict[str, Any]:
     }
 
 
+class BridgeComponent:
+    """The MQTT bridge (``[bridge]``) as a service component: a bus listener of its own."""
+
+    def __init__(self, bridge: Any) -> None:
+        self.bridge = bridge
+        self._bus: Bus | None = None
+
+    def start(self, service: Service) -> None:
+        """Start the bridge's threads and subscribe it to the service's bus."""
+        self.bridge.start()
+        self._bus = service.bus
+        service.bus.subscribe(self.bridge, name="bridge")
+
+    def stop(self) -> None:
+        """Unsubscribe (what is queued is handed over first), then stop the bridge."""
+        if self._bus is not None:
+            self._bus.unsubscribe(self.bridge)
+        self.bridge.stop()
+
+
+def register_sections() -> None:
+    """Let a config file carry the tables of the bridge (``[bridge]``) and the SBC's GPIO
+    (``[gpio]``): they are typed by their own modules."""
+    import bpiiot.bridge.config
+    import bpiiot.outputs_blinka  # noqa: F401
+
+
 class RulesHandle:
     """The service's rules: read them, and replace them atomically without a restart."""
 
@@ -325,6 +352,8 @@ class Service:
     ) -> None:
         self.config = config
         self.settings: ServiceConfig = section(config, "service", ServiceConfig)
+        self._components: list[Any] = []
+        self.started_at = 0.0
         self.bus = Bus()
         self.extra_rules = list(extra_rules or [])
         rules = [*rules_from_config(config.extra.get("rule", [])), *self.extra_rules]
@@ -346,12 +375,22 @@ class Service:
         self.controller = Controller(
             config, signer=signer, bus=self.bus, rules=rules, outputs=outputs
         )
+        gpio = config.extra.get("gpio")
+        if gpio is not None:
+            # [gpio] names outputs on the SBC's own pins; every other name stays on a board.
+            from bpiiot.outputs_blinka import BlinkaOutputs, RoutedOutputs
+
+            self.controller.outputs = RoutedOutputs(BlinkaOutputs.from_config(gpio), outputs)
+        bridge = config.extra.get("bridge")
+        if bridge is not None:
+            from bpiiot.bridge import Bridge
+
+            self.add_component(BridgeComponent(Bridge(bridge, boards=self._board_of)))
         self.rules = RulesHandle(self)
         self.socket_path = Path(socket_path or self.settings.socket).expanduser()
         self._server: SocketServer | None = None
         self._stop = threading.Event()
         self._stats_thread: threading.Thread | None = None
-        self._components: list[Any] = []
         self.started_at = 0.0
 
     @classmethod
@@ -359,6 +398,7 @@ class Service:
         """Load the config; unlock the wallet when the config names one that exists."""
         from bpiiot.chain.factory import unlock_from_config
 
+        register_sections()
         cfg = config_mod.load(path, missing_ok=False)
         signer = None
         if Path(cfg.wallet.keystore).expanduser().exists():
@@ -384,6 +424,11 @@ class Service:
         return self.controller.outbox
 
     # -- lifecycle -------------------------------------------------------------------
+
+    @property
+    def components(self) -> list[Any]:
+        """The components added (the bridge from ``[bridge]``, the web page...)."""
+        return list(self._components)
 
     def add_component(self, component: Any) -> None:
         """Start ``component.start(self)`` with the service (last) and ``component.stop()``
@@ -817,7 +862,9 @@ class ServiceClient:
         cls, url: str, cfg: config_mod.Config | None = None
     ) -> tuple[ServiceClient, str] | None:
         """(client, board name) if a running service owns the port ``url``, else None."""
-        cfg = cfg or config_mod.load(missing_ok=True)
+        if cfg is None:
+            register_sections()
+            cfg = config_mod.load(missing_ok=True)
         client = cls.connect(default_socket_path(cfg))
         if client is None:
             return None

@@ -488,3 +488,39 @@ def test_an_order_above_the_ceiling_is_refused_and_one_below_pays_the_listed_pri
     assert statuses == {"many": "refused", "one": "queued"}
     ((part, qty, amount, _ev),) = Chain(env).orders()
     assert (part, qty, amount) == (7, 1, env.part_price_wei)
+
+
+def test_a_bridge_table_runs_the_mqtt_bridge_inside_the_service(tmp_path: Path) -> None:
+    from bpiiot.service import BridgeComponent, register_sections
+    from tests.e2e.mqtt_broker import Mosquitto
+
+    broker = Mosquitto(tmp_path / "broker").start()
+    host = start_board(wear_s=600)
+    try:
+        text = f"""
+[[board]]
+name = "press-1"
+url = "{host.port}"
+[store]
+path = "{tmp_path / "store.sqlite"}"
+[service]
+socket = "{tmp_path / "s.sock"}"
+[wallet]
+keystore = "{tmp_path / "no-wallet.json"}"
+[bridge]
+broker_url = "mqtt://127.0.0.1:{broker.port}"
+queue_path = "{tmp_path / "bridge.sqlite"}"
+edge_node_id = "sbc-1"
+"""
+        (tmp_path / "config.toml").write_text(text)
+        register_sections()
+        svc = Service.from_config(tmp_path / "config.toml")
+        (component,) = svc.components
+        assert isinstance(component, BridgeComponent)
+        with svc:
+            wait_until(lambda: component.bridge.status().acked >= 3, 30, "reports acked by MQTT")
+            assert component.bridge.status().connected
+            assert "bridge" in svc.bus.stats()
+    finally:
+        host.stop()
+        broker.kill()
