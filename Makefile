@@ -52,6 +52,12 @@ flash: $(VENV)
 	@test -n "$(PORT)" || { echo "usage: make flash PORT=/dev/ttyACM0" >&2; exit 2; }
 	.venv/bin/bpiiot flash $(PORT)
 
+# Long randomized crash run of the outbox (issue 8): a sender worker SIGKILLed 200 times over
+# 200 actions on anvil, then every action checked on chain: mined exactly once, no nonce gap.
+.PHONY: soak
+soak: setup
+	BPIIOT_SOAK_KILLS=200 BPIIOT_SOAK_ACTIONS=200 $(PY) -m pytest -q tests/sbc/chain/test_crash.py -k random_sigkills
+
 vectors: $(VENV)
 	$(PY) tools/gen_vectors.py
 

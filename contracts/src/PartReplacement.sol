@@ -29,6 +29,9 @@ contract PartReplacement {
     address public immutable supplier;
     /// @notice Seconds the supplier has to ship an order before the machine may take a refund.
     uint64 public immutable shippingWindow;
+    /// @notice Longest shipping window the constructor accepts (100 years): with it, a ship
+    /// deadline (block time + window) stays far below 2^64 for any real block time.
+    uint64 public constant MAX_SHIPPING_WINDOW = 100 * 365 days;
 
     /// @notice Price in wei of one unit of each part; zero means not listed.
     mapping(uint256 => uint256) public priceOf;
@@ -76,6 +79,10 @@ contract PartReplacement {
         require(machine_ != address(0) && supplier_ != address(0), "PartReplacement: zero address");
         require(machine_ != supplier_, "PartReplacement: machine and supplier must differ");
         require(shippingWindow_ > 0, "PartReplacement: shipping window required");
+        require(
+            shippingWindow_ <= MAX_SHIPPING_WINDOW,
+            "PartReplacement: shipping window longer than 100 years"
+        );
         machine = machine_;
         supplier = supplier_;
         shippingWindow = shippingWindow_;
@@ -97,7 +104,13 @@ contract PartReplacement {
         uint256 price = priceOf[partId];
         require(price > 0, "PartReplacement: part not listed");
         require(quantity > 0, "PartReplacement: quantity must be positive");
+        // Checked here so an absurd listing gives a reason instead of an arithmetic Panic.
+        require(price <= type(uint256).max / quantity, "PartReplacement: price x quantity overflows");
         require(msg.value == price * quantity, "PartReplacement: exact price required");
+        require(
+            block.timestamp <= type(uint64).max - shippingWindow,
+            "PartReplacement: shipping deadline overflows"
+        );
         orderId = ++orderCount;
         uint64 deadline = uint64(block.timestamp) + shippingWindow;
         orders[orderId] = Order({

@@ -21,7 +21,8 @@ from web3.contract import Contract
 from web3.types import EventData, TxReceipt
 
 from bpiiot.chain.errors import ContractError
-from bpiiot.chain.sender import TransactionSender, TxRequest
+from bpiiot.chain.sender import TransactionSender
+from bpiiot.chain.types import TxRequest
 
 
 @dataclass(frozen=True)
@@ -96,12 +97,16 @@ class ContractClient:
         return type(self)(sender, self.address)
 
     @classmethod
+    def deploy_request(cls, *args: Any) -> TxRequest:
+        """The deployment transaction with constructor ``args`` (nothing is sent)."""
+        artifact = load_artifact(cls.NAME)
+        factory = Web3().eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+        return TxRequest(to=None, data=factory.constructor(*args).data_in_transaction)
+
+    @classmethod
     def deploy(cls: type[C], sender: TransactionSender, *args: Any) -> C:
         """Deploy a new instance with constructor ``args``; waits for the receipt."""
-        artifact = load_artifact(cls.NAME)
-        factory = sender.node.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
-        data = factory.constructor(*args).data_in_transaction
-        receipt = sender.transact(TxRequest(to=None, data=data))
+        receipt = sender.transact(cls.deploy_request(*args))
         return cls(sender, str(receipt["contractAddress"]))
 
     def call_request(
@@ -234,6 +239,11 @@ class OrderInfo:
     evidence_hash: bytes
 
 
+#: Longest shipping window ``PartReplacement``'s constructor accepts (its
+#: ``MAX_SHIPPING_WINDOW``: 100 years), so a ship deadline can never overflow 64 bits.
+MAX_SHIPPING_WINDOW_S = 100 * 365 * 24 * 3600
+
+
 class PartReplacement(ContractClient):
     """Machine <-> part supplier agreement, with escrowed payment."""
 
@@ -243,7 +253,17 @@ class PartReplacement(ContractClient):
     def deploy_for(
         cls, sender: TransactionSender, machine: str, supplier: str, shipping_window_s: int
     ) -> PartReplacement:
-        """Deploy for ``machine`` and ``supplier`` with a shipping window in seconds."""
+        """Deploy for ``machine`` and ``supplier`` with a shipping window in seconds.
+
+        A window outside 1 s .. :data:`MAX_SHIPPING_WINDOW_S` raises :class:`ContractError`
+        before anything is signed (the constructor would revert with the same reason).
+        """
+        if not 0 < shipping_window_s <= MAX_SHIPPING_WINDOW_S:
+            raise ContractError(
+                f"shipping window {shipping_window_s} s refused: give 1 to "
+                f"{MAX_SHIPPING_WINDOW_S} s (100 years); longer ones would overflow the "
+                "contract's 64-bit ship deadline"
+            )
         return cls.deploy(
             sender,
             Web3.to_checksum_address(machine),

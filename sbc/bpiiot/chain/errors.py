@@ -1,13 +1,13 @@
-"""Errors of the chain layer: one class per thing a caller can act on."""
+"""Errors of the chain layer: one class per thing a caller can act on.
+
+A leaf module next to :mod:`bpiiot.chain.types`: it imports no other module of the chain
+layer, so every other module can raise and catch these without an import cycle.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from bpiiot.chain.types import Submitted
 from bpiiot.errors import BpiiotError
-
-if TYPE_CHECKING:
-    from bpiiot.chain.sender import Submitted
 
 
 class ChainError(BpiiotError):
@@ -17,8 +17,10 @@ class ChainError(BpiiotError):
 class NodeUnavailable(ChainError):
     """The Ethereum node did not answer (down, restarting, wrong URL, timeout).
 
-    ``delivered`` tells whether a transaction may have reached the node anyway (a timeout
-    after sending); ``submitted`` is then the signed transaction, kept for re-broadcast.
+    ``delivered`` tells whether a request may have reached the node anyway (it left, but the
+    answer never came back). ``submitted`` is set when a signed transaction was recorded
+    before the failure: its outcome is unknown, it is kept and re-broadcast by
+    :meth:`~bpiiot.chain.sender.TransactionSender.recover`, never signed anew.
     """
 
     def __init__(
@@ -43,6 +45,11 @@ class NodeRejected(ChainError):
 
 class InsufficientFunds(NodeRejected):
     """The account cannot pay value + gas x max fee."""
+
+
+class AlreadyKnown(NodeRejected):
+    """The node already has this very transaction (an earlier send of the same bytes got
+    through): for a re-broadcast this is success."""
 
 
 class NonceTooLow(NodeRejected):

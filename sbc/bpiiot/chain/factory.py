@@ -1,4 +1,5 @@
-"""Wire the chain layer from the config: node, fee policy, journal, sender, contract bindings."""
+"""Wire the chain layer from the config: node, fee policy, journal, sender, contract bindings,
+outbox and the outbox sender."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from bpiiot.chain.contracts import ContractClient, MachineService, PartReplaceme
 from bpiiot.chain.fees import GWEI, FeePolicy
 from bpiiot.chain.node import Node
 from bpiiot.chain.nonces import NonceJournal, open_db
+from bpiiot.chain.outbox import Outbox, OutboxSender
 from bpiiot.chain.sender import TransactionSender
 from bpiiot.config import ChainConfig, WalletConfig
 from bpiiot.wallet import KdfParams, LocalSigner, Signer, WalletError, resolve_password, unlock
@@ -78,3 +80,20 @@ def contracts_from_config(cfg: ChainConfig, sender: TransactionSender) -> dict[s
     if cfg.part_replacement:
         out[PartReplacement.NAME] = PartReplacement(sender, cfg.part_replacement)
     return out
+
+
+def outbox_for(sender: TransactionSender) -> Outbox:
+    """The outbox in the sender's state database (``[chain] state_db``).
+
+    It shares the sender's connection: an entry, its nonce and its signed bytes are
+    committed in one SQLite transaction, which needs one database.
+    """
+    return Outbox(sender.journal.conn)
+
+
+def outbox_sender_from_config(
+    cfg: ChainConfig, sender: TransactionSender, outbox: Outbox | None = None
+) -> OutboxSender:
+    """An :class:`OutboxSender` draining ``outbox`` (default: :func:`outbox_for`)
+    through ``sender`` for the agreements configured in ``[chain]``."""
+    return OutboxSender(outbox or outbox_for(sender), sender, contracts_from_config(cfg, sender))

@@ -4,35 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 
 from bpiiot.chain.errors import FeeCapExceeded
 from bpiiot.chain.node import Node
+from bpiiot.chain.types import Fees
+
+__all__ = ["GWEI", "FeePolicy", "Fees", "bump"]
 
 GWEI = 10**9
-
-
-@dataclass(frozen=True)
-class Fees:
-    """Fee fields of one transaction: EIP-1559 (max fee + tip) or legacy (gas price)."""
-
-    max_fee_per_gas: int = 0
-    max_priority_fee_per_gas: int = 0
-    gas_price: int = 0
-
-    @property
-    def legacy(self) -> bool:
-        """True for a legacy (type 0) transaction."""
-        return self.gas_price > 0
-
-    def tx_fields(self) -> dict[str, int]:
-        """The fields to put into a transaction dict."""
-        if self.legacy:
-            return {"gasPrice": self.gas_price}
-        return {
-            "maxFeePerGas": self.max_fee_per_gas,
-            "maxPriorityFeePerGas": self.max_priority_fee_per_gas,
-        }
 
 
 def bump(value: int, permille: int) -> int:

@@ -18,9 +18,11 @@ from web3.exceptions import (
     TransactionNotFound,
     Web3RPCError,
 )
+from web3.providers.rpc.utils import REQUEST_RETRY_ALLOWLIST, ExceptionRetryConfiguration
 from web3.types import TxReceipt
 
 from bpiiot.chain.errors import (
+    AlreadyKnown,
     ChainIdMismatch,
     InsufficientFunds,
     NodeRejected,
@@ -35,6 +37,11 @@ _ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 _PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
 _HARDHAT_REASON = re.compile(r"reverted with reason string '(.*)'", re.S)
 _HEX = re.compile(r"0x[0-9a-fA-F]{8,}")
+# What geth, anvil and Hardhat answer to a transaction they already hold.
+_ALREADY_KNOWN = ("already known", "already imported", "known transaction")
+# web3 retries failed requests by itself; a send must not be: its outcome is unknown and is
+# resolved by asking the node, one request at a time (see bpiiot.chain.outbox).
+_RETRY_METHODS = [m for m in REQUEST_RETRY_ALLOWLIST if m != "eth_sendRawTransaction"]
 
 
 def decode_revert_data(data: bytes | str | None) -> str | None:
@@ -92,13 +99,33 @@ def _rpc_error(exc: Web3RPCError) -> tuple[int | None, str, dict[str, Any]]:
     return (int(code) if isinstance(code, int) else None), message, error
 
 
+def _refused(exc: BaseException) -> bool:
+    """True if the connection was refused, i.e. nothing was sent."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError) or "Connection refused" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class Node:
     """One Ethereum node. ``expected_chain_id`` is checked by :meth:`connect`."""
 
     def __init__(self, url: str, *, expected_chain_id: int | None = None, timeout: float = 10.0):
         self.url = url
         self.expected_chain_id = expected_chain_id
-        self.w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": timeout}))
+        retry = ExceptionRetryConfiguration(
+            errors=(ConnectionError, requests.HTTPError, requests.Timeout),  # web3 default
+            method_allowlist=_RETRY_METHODS,
+        )
+        self.w3 = Web3(
+            HTTPProvider(
+                url, request_kwargs={"timeout": timeout}, exception_retry_configuration=retry
+            )
+        )
         self._chain_id: int | None = None
 
     def __repr__(self) -> str:
@@ -110,8 +137,9 @@ class Node:
         try:
             yield
         except (requests.ConnectionError, requests.Timeout, ProviderConnectionError, OSError) as e:
-            # A refused connection means the request never left; a timeout may have.
-            delivered = isinstance(e, requests.ReadTimeout)
+            # A refused connection means the request never left; a timeout or a connection
+            # dropped while waiting for the answer means it may have been delivered.
+            delivered = not isinstance(e, requests.ConnectTimeout) and not _refused(e)
             raise NodeUnavailable(
                 f"Ethereum node at {self.url} is not reachable ({what}): {type(e).__name__}",
                 delivered=delivered,
@@ -129,6 +157,8 @@ class Node:
                 ) from e
             if "insufficient funds" in lower:
                 raise InsufficientFunds(f"insufficient funds ({what}): {message}", code=code) from e
+            if any(text in lower for text in _ALREADY_KNOWN):
+                raise AlreadyKnown(f"node already has it ({what}): {message}", code=code) from e
             if "nonce too low" in lower:
                 raise NonceTooLow(f"nonce too low ({what}): {message}", code=code) from e
             raise NodeRejected(f"node refused {what}: {message}", code=code) from e
@@ -167,8 +197,8 @@ class Node:
         with self.rpc("eth_gasPrice"):
             return int(self.w3.eth.gas_price)
 
-    def nonce(self, address: str, block: str = "pending") -> int:
-        """Transaction count of ``address`` at ``block`` ("pending" or "latest")."""
+    def nonce(self, address: str, block: str | int = "pending") -> int:
+        """Transaction count of ``address`` at ``block`` ("pending", "latest" or a number)."""
         with self.rpc("eth_getTransactionCount"):
             return int(self.w3.eth.get_transaction_count(Web3.to_checksum_address(address), block))  # type: ignore[arg-type]
 

@@ -29,9 +29,21 @@ def fresh_signer(dev: DevNode, wei: int = 100 * ETHER) -> LocalSigner:
     return signer
 
 
+def fresh_key(dev: DevNode, wei: int = 100 * ETHER) -> bytes:
+    """A new random private key whose account is funded on ``dev`` (for worker processes)."""
+    key = secrets.token_bytes(32)
+    dev.set_balance(LocalSigner(key).address, wei)
+    return key
+
+
+def dev_key(index: int) -> bytes:
+    """Private key of one of the nodes' well-known dev accounts (funded at genesis)."""
+    return bytes.fromhex(DEV_PRIVATE_KEYS[index][2:])
+
+
 def dev_signer(index: int) -> LocalSigner:
     """One of the nodes' well-known dev accounts (vendor, supplier...)."""
-    return LocalSigner(bytes.fromhex(DEV_PRIVATE_KEYS[index][2:]))
+    return LocalSigner(dev_key(index))
 
 
 class Parties:

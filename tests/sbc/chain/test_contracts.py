@@ -8,11 +8,17 @@ import pytest
 from web3 import Web3
 from web3.types import TxReceipt
 
-from bpiiot.chain.contracts import OrderStatus, PartReplacement, ServiceStatus
-from bpiiot.chain.errors import TransactionReverted
+from bpiiot.chain.contracts import (
+    MAX_SHIPPING_WINDOW_S,
+    OrderStatus,
+    PartReplacement,
+    ServiceStatus,
+)
+from bpiiot.chain.devnode import DevNode, rpc_call
+from bpiiot.chain.errors import ContractError, TransactionReverted
 from bpiiot.chain.node import decode_revert_data
 from bpiiot.chain.sender import TransactionSender, TxRequest
-from tests.sbc.chain.helpers import ETHER, Parties, load_test_artifact
+from tests.sbc.chain.helpers import ETHER, Parties, SenderFactory, load_test_artifact
 
 EVIDENCE = Web3.keccak(text="vibration 7.1 mm/s, 5 windows over 4.5")
 REPORT = Web3.keccak(text="bearing replaced")
@@ -105,6 +111,39 @@ def test_unlisted_part_and_zero_quantity_refused(parties: Parties) -> None:
     parties.parts.with_sender(parties.supplier).set_price(7, PRICE)
     with pytest.raises(TransactionReverted, match="quantity must be positive"):
         parties.parts.order_part(7, 0, EVIDENCE)
+
+
+def test_price_times_quantity_overflow_has_a_reason(parties: Parties) -> None:
+    """A listing of 2^255 wei ordered twice overflows uint256: a reason, not a bare Panic."""
+    parties.parts.with_sender(parties.supplier).set_price(7, 2**255)
+    with pytest.raises(TransactionReverted) as e:
+        parties.parts.order_part(7, 2, EVIDENCE, value=0)
+    assert e.value.reason == "PartReplacement: price x quantity overflows"
+    # One unit of the same part does not overflow; it fails on the price, as it should.
+    with pytest.raises(TransactionReverted) as e1:
+        parties.parts.order_part(7, 1, EVIDENCE, value=0)
+    assert e1.value.reason == "PartReplacement: exact price required"
+    assert parties.parts.order_count() == 0
+
+
+@pytest.mark.parametrize("window", [2**64 - 1, 2**64 - 2**32, MAX_SHIPPING_WINDOW_S + 1])
+def test_shipping_window_near_2_64_is_refused_at_deploy(parties: Parties, window: int) -> None:
+    p = parties
+    # The binding refuses it before signing anything...
+    with pytest.raises(ContractError, match="shipping window"):
+        PartReplacement.deploy_for(p.machine, p.machine.address, p.supplier.address, window)
+    # ...and the constructor itself reverts with a reason for anyone deploying it otherwise.
+    with pytest.raises(TransactionReverted) as e:
+        PartReplacement.deploy(p.machine, p.machine.address, p.supplier.address, window)
+    assert e.value.reason == "PartReplacement: shipping window longer than 100 years"
+    # The longest window allowed deploys and orders without overflow.
+    pr = PartReplacement.deploy_for(
+        p.machine, p.machine.address, p.supplier.address, MAX_SHIPPING_WINDOW_S
+    )
+    assert int(pr.read("MAX_SHIPPING_WINDOW")) == MAX_SHIPPING_WINDOW_S
+    pr.with_sender(p.supplier).set_price(7, PRICE)
+    order = pr.order(pr.order_part(7, 1, EVIDENCE))
+    assert order.ship_deadline == order.ordered_at + MAX_SHIPPING_WINDOW_S
 
 
 # (who, contract, function, args, reason): every role check of both contracts.
@@ -214,3 +253,17 @@ def test_reentrant_refund_is_stopped_by_the_guard(anvil_parties: Parties) -> Non
     assert node.balance(pr.address) == PRICE  # the other order's escrow is untouched
     assert pr.order(1).status == OrderStatus.REFUNDED
     assert pr.order(2).status == OrderStatus.ORDERED
+
+
+def test_ship_deadline_past_2_64_reverts_with_a_reason(make_sender: SenderFactory) -> None:
+    """A chain clock within the window of 2^64 s: the deadline cannot be stored, and the
+    order is refused with a reason instead of an arithmetic Panic."""
+    with DevNode("anvil") as dev:  # its own node: the clock cannot be turned back
+        p = Parties(dev, make_sender, shipping_window_s=3600)
+        p.parts.with_sender(p.supplier).set_price(7, PRICE)
+        rpc_call(dev.url, "evm_setNextBlockTimestamp", [2**64 - 1000])
+        dev.mine()
+        with pytest.raises(TransactionReverted) as e:
+            p.parts.order_part(7, 1, EVIDENCE)
+        assert e.value.reason == "PartReplacement: shipping deadline overflows"
+        assert p.parts.order_count() == 0

@@ -6,7 +6,7 @@ import random
 import threading
 from pathlib import Path
 
-from bpiiot.chain.nonces import NonceJournal, open_db
+from bpiiot.chain.nonces import NonceJournal, open_db, write_transaction
 
 ADDR = "0x" + "ab" * 20
 
@@ -59,8 +59,12 @@ def test_reconcile_moves_up_and_down(tmp_path: Path) -> None:
     journal.reconcile(10)
     assert [f.nonce for f in journal.in_flight()] == [10]
     assert journal.reserve() == 11
-    # Once 10 is mined it is dropped.
+    # Mined (the node's count passed it) but not yet with enough confirmations: the bytes
+    # stay, a node restarted without its mempool may need them again.
     journal.reconcile(11)
+    assert [f.raw for f in journal.in_flight()] == [b"a"]
+    # Once 10 is mined deep enough it is dropped.
+    journal.reconcile(11, confirmed=11)
     assert journal.in_flight() == []
 
 
@@ -86,3 +90,22 @@ def test_accounts_and_chains_are_separate(tmp_path: Path) -> None:
     for j, start in ((a, 0), (b, 100), (c, 7)):
         j.reconcile(start, startup=True)
     assert (a.reserve(), b.reserve(), c.reserve()) == (0, 100, 7)
+
+
+def test_commit_before_a_send_is_synchronous_then_the_level_is_restored(tmp_path: Path) -> None:
+    conn = open_db(tmp_path / "j.sqlite")
+    levels: list[int] = []
+    with write_transaction(conn, "submitted", sync=True) as c:
+        levels.append(int(c.execute("PRAGMA synchronous").fetchone()[0]))
+        c.execute("CREATE TABLE t (x INTEGER)")
+    levels.append(int(conn.execute("PRAGMA synchronous").fetchone()[0]))
+    assert levels == [2, 1]  # FULL for the commit before a send, NORMAL otherwise
+    # A failed transaction rolls back and still restores the level.
+    try:
+        with write_transaction(conn, "submitted", sync=True) as c:
+            c.execute("INSERT INTO t VALUES (1)")
+            raise RuntimeError("crash inside the transaction")
+    except RuntimeError:
+        pass
+    assert conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 0
+    assert int(conn.execute("PRAGMA synchronous").fetchone()[0]) == 1

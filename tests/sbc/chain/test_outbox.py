@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -11,16 +14,21 @@ import pytest
 
 from bpiiot.chain.contracts import MachineService, PartReplacement
 from bpiiot.chain.devnode import DevNode
+from bpiiot.chain.factory import outbox_sender_from_config, sender_from_config
 from bpiiot.chain.outbox import (
     CONFIRMED,
     FAILED,
     QUEUED,
+    REPLACED,
     SUBMITTED,
+    EntryState,
     Outbox,
     OutboxConflict,
     OutboxSender,
+    SenderState,
 )
 from bpiiot.chain.sender import TransactionSender
+from bpiiot.config import ChainConfig
 from tests.sbc.chain.helpers import ETHER, Parties, SenderFactory, fresh_signer
 
 EVIDENCE = b"\x22" * 32
@@ -100,6 +108,7 @@ def test_node_down_keeps_everything_queued(
             ob.outbox.enqueue(f"vib:{i}", "MachineService", "requestService", [EVIDENCE, i])
         report = ob.drain_once()
         assert report.node_error is not None and "not reachable" in report.node_error
+        assert ob.state == SenderState.PAUSED
         entries = ob.outbox.entries()
         assert [e.state for e in entries] == [QUEUED] * 3
         assert entries[0].last_error is not None and "not reachable" in entries[0].last_error
@@ -108,6 +117,7 @@ def test_node_down_keeps_everything_queued(
         dev.start()
         for i in range(3):
             _drain_until(ob, CONFIRMED, f"vib:{i}")
+        assert ob.state == SenderState.RUNNING
         assert p.service.request_count() == 3
         assert [p.service.request(i + 1).fault_code for i in range(3)] == [0, 1, 2]
 
@@ -153,6 +163,11 @@ def test_stuck_entry_is_replaced_by_the_drain(
         assert ob.drain_once().replaced == 1
         entry = ob.outbox.get("vib:1")
         assert entry is not None and len(entry.tx_hashes) == 2 and entry.nonce is not None
+        assert entry.state == REPLACED == "replaced"
+        # Both versions are kept with their signed bytes, the original first.
+        assert [v.tx_hash for v in entry.signed] == entry.tx_hashes
+        assert all(v.raw for v in entry.signed)
+        assert entry.signed[1].fees.max_fee_per_gas > entry.signed[0].fees.max_fee_per_gas
         dev.mine()
         _drain_until(ob, CONFIRMED, "vib:1")
         done = ob.outbox.get("vib:1")
@@ -192,6 +207,100 @@ def test_run_loop_drains_in_a_thread(anvil_parties: Parties, db: sqlite3.Connect
     finally:
         stop.set()
         worker.join(timeout=5)
-    assert not worker.is_alive()
+    assert not worker.is_alive() and ob.state == SenderState.STOPPED
     assert ob.outbox.counts() == {CONFIRMED: 3}
     assert anvil_parties.service.request_count() == 3
+
+
+def test_entry_states_are_an_enum_readable_as_strings(db: sqlite3.Connection) -> None:
+    outbox = Outbox(db)
+    entry, _ = outbox.enqueue("k", "MachineService", "requestService", [EVIDENCE, 1])
+    assert entry.state is EntryState.QUEUED and entry.state == "queued"
+    assert f"{entry.state}" == "queued" and json.dumps({"s": entry.state}) == '{"s": "queued"}'
+    assert EntryState("submitted") is SUBMITTED and outbox.entries("queued") == [entry]
+    assert outbox.counts() == {"queued": 1} and list(outbox.counts()) == [EntryState.QUEUED]
+    assert [s.value for s in EntryState] == [
+        "queued",
+        "submitted",
+        "replaced",
+        "confirmed",
+        "failed",
+    ]
+    assert SUBMITTED.pending and REPLACED.pending and CONFIRMED.final and not QUEUED.final
+
+
+def test_chain_errors_and_value_types_are_leaf_modules() -> None:
+    """chain/errors.py imports no other chain module but the value types (no cycle)."""
+    code = (
+        "import sys, bpiiot.chain.errors; "
+        "print(sorted(m for m in sys.modules if m.startswith('bpiiot.chain')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(["bpiiot.chain", "bpiiot.chain.errors", "bpiiot.chain.types"])
+
+
+def test_refused_send_is_requeued_only_once_the_node_proves_the_nonce_free(
+    anvil: DevNode, make_sender: SenderFactory, db: sqlite3.Connection
+) -> None:
+    """Gas estimation passes (it charges no fee) but the node refuses the send for lack of
+    funds: the node knows nothing of it and its count is not above the nonce, so the nonce
+    is released and the entry queued again; funded, it goes out with that very nonce."""
+    p = Parties(anvil, make_sender, shipping_window_s=3600)
+    poor = make_sender(anvil, fresh_signer(anvil, wei=1000))
+    service = MachineService.deploy_for(p.machine, poor.address, p.vendor.address)
+    ob = OutboxSender(Outbox(db), poor, {MachineService.NAME: service})
+    ob.outbox.enqueue("vib:1", "MachineService", "requestService", [EVIDENCE, 1])
+    report = ob.drain_once()
+    assert (report.submitted, report.requeued) == (1, 1)
+    entry = ob.outbox.get("vib:1")
+    assert entry is not None and entry.state == QUEUED and entry.nonce is None
+    assert entry.last_error is not None and "insufficient funds" in entry.last_error
+    assert poor.journal.in_flight() == [] and poor.journal.reserve() == 0
+    poor.journal.release(0)
+    anvil.set_balance(poor.address, ETHER)
+    _drain_until(ob, CONFIRMED, "vib:1")
+    done = ob.outbox.get("vib:1")
+    assert done is not None and done.nonce == 0 and service.request_count() == 1
+
+
+def test_factory_builds_the_outbox_sender_from_config(
+    anvil: DevNode, make_sender: SenderFactory, tmp_path: Path
+) -> None:
+    p = Parties(anvil, make_sender, shipping_window_s=3600)
+    signer = fresh_signer(anvil)
+    service = MachineService.deploy_for(p.machine, signer.address, p.vendor.address)
+    cfg = ChainConfig(
+        node_url=anvil.url, state_db=str(tmp_path / "state.sqlite"), machine_service=service.address
+    )
+    sender = sender_from_config(cfg, signer)
+    ob = outbox_sender_from_config(cfg, sender)
+    assert set(ob.contracts) == {MachineService.NAME}
+    ob.outbox.enqueue("vib:1", "MachineService", "requestService", [EVIDENCE, 5])
+    _drain_until(ob, CONFIRMED, "vib:1")
+    # The controller may open the outbox by path: the same database, another connection.
+    assert Outbox(tmp_path / "state.sqlite").counts() == {CONFIRMED: 1}
+    assert service.request(1).fault_code == 5
+
+
+def test_signed_bytes_are_kept_until_the_configured_confirmations(
+    make_sender: SenderFactory, db: sqlite3.Connection
+) -> None:
+    with DevNode("anvil") as dev:
+        p = Parties(dev, make_sender, shipping_window_s=3600)
+        sender = make_sender(dev, fresh_signer(dev), confirmations=3)
+        deployed = MachineService.deploy_for(p.machine, sender.address, p.vendor.address)
+        service = deployed.with_sender(sender)
+        ob = OutboxSender(Outbox(db), sender, {MachineService.NAME: service})
+        ob.outbox.enqueue("vib:1", "MachineService", "requestService", [EVIDENCE, 1])
+        ob.drain_once()  # submitted and mined at once (automine): one confirmation
+        for _ in range(3):
+            ob.drain_once()
+        entry = ob.outbox.get("vib:1")
+        assert entry is not None and entry.state == SUBMITTED and service.request_count() == 1
+        # Mined but not deep enough: the journal still holds the signed bytes.
+        assert [f.raw for f in sender.journal.in_flight()] == [entry.signed[0].raw]
+        dev.mine(2)
+        assert ob.drain_once().confirmed == 1
+        assert sender.journal.in_flight() == []
+        done = ob.outbox.get("vib:1")
+        assert done is not None and done.state == CONFIRMED and done.signed == entry.signed
