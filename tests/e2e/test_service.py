@@ -140,9 +140,7 @@ def test_degrading_machine_yields_one_request_and_one_order_with_evidence(
         host.stop()
 
 
-# "after_send" (the node has the transaction, the outbox does not know) is the exactly-once
-# outbox's case (issue 8): it joins this list when that outbox is merged.
-STAGES = ["incident", "before_enqueue", "after_enqueue", "after_sign"]
+STAGES = ["incident", "before_enqueue", "after_enqueue", "after_sign", "after_send"]
 
 
 @pytest.mark.parametrize("stage", STAGES)
