@@ -268,7 +268,7 @@ class Controller:
             (_StoreListener(self.store), "store"),
             (_RulesListener(self), "rules"),
         ):
-            self.bus.subscribe(listener, name=qname, maxsize=100_000)
+            self.bus.subscribe(listener, name=qname, maxsize=20_000)
             self._listeners.append(listener)
         self._stop.clear()
         self._thread = threading.Thread(target=self._chain_loop, name="bpiiot-outbox", daemon=True)

@@ -165,6 +165,8 @@ class Store:
         self.retention_s = retention_s
         self.max_reports = max_reports
         self.flush_interval_s = flush_interval_s
+        self.max_pending = 20_000
+        """Reports buffered at most before :meth:`add_report` writes them itself."""
         self._conn = _open(self.path, create)
         self._lock = threading.RLock()
         self._pending: list[tuple[Any, ...]] = []
@@ -209,6 +211,11 @@ class Store:
         )
         with self._pending_lock:
             self._pending.append(row)
+            full = len(self._pending) >= self.max_pending
+        if full:
+            # The flusher fell behind: write now, on the caller's thread, so the buffer
+            # stays bounded (the bus queue in front of the caller drops and counts instead).
+            self.flush()
 
     def flush(self) -> int:
         """Write buffered reports now (one transaction); returns how many."""
