@@ -5,7 +5,8 @@ NODE    := node_modules/.installed
 SYSDEPS := build/.sysdeps
 PORT    ?=
 
-.PHONY: all setup demo test lint typecheck pytest bench soak flash clean vectors artifacts
+.PHONY: all setup demo test lint typecheck pytest bench flash clean vectors artifacts fuzz mutation \
+	uno uno-host uno-size flash-uno
 
 all: test
 
@@ -43,23 +44,104 @@ test: lint typecheck pytest
 bench: setup
 	$(PY) tools/bench/run.py
 
-# Longer runs than `make test` allows: the whole demo (two minutes of wear, every
-# transaction's evidence verified; fails if any is missing or does not verify).
-soak: setup
-	$(PY) tools/demo.py --duration 150
-
 flash: $(VENV)
 	@test -n "$(PORT)" || { echo "usage: make flash PORT=/dev/ttyACM0" >&2; exit 2; }
 	.venv/bin/bpiiot flash $(PORT)
 
 # Long randomized crash run of the outbox (issue 8): a sender worker SIGKILLed 200 times over
 # 200 actions on anvil, then every action checked on chain: mined exactly once, no nonce gap.
+# Then the whole demo (wear over 150 s, every transaction's evidence verified).
 .PHONY: soak
 soak: setup
 	BPIIOT_SOAK_KILLS=200 BPIIOT_SOAK_ACTIONS=200 $(PY) -m pytest -q tests/sbc/chain/test_crash.py -k random_sigkills
+	$(PY) tools/demo.py --duration 150
 
 vectors: $(VENV)
 	$(PY) tools/gen_vectors.py
 
+# 1,000,000 hostile payloads through the SDK, a Link and the firmware codec (Unix port).
+fuzz: setup
+	$(PY) tools/fuzz_wire.py --inputs 1000000
+
+# mutmut 3 on wire.py and messages.py; writes build/mutation.json (read by `make bench`).
+mutation: setup
+	$(PY) tools/mutation.py
+
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
+
+# --- Arduino Uno firmware (board/arduino/bpiiot_uno), Debian's gcc-avr + arduino-core-avr.
+# `make uno` builds the firmware (ELF and HEX), the host build of its codec (the
+# conformance vectors run against it) and the simavr bridge; outputs under build/uno/.
+UNO_SRC  := board/arduino/bpiiot_uno
+UNO_OUT  := build/uno
+AVR_CORE ?= /usr/share/arduino/hardware/arduino/avr
+UNO_DEFS := -mmcu=atmega328p -DF_CPU=16000000L -DARDUINO=10807 -DARDUINO_AVR_UNO \
+            -DARDUINO_ARCH_AVR -DDECIMAL_DIG=__DECIMAL_DIG__
+UNO_INC  := -I$(AVR_CORE)/cores/arduino -I$(AVR_CORE)/variants/standard -I$(UNO_SRC)
+UNO_OPT  := -Os -ffunction-sections -fdata-sections -Wall
+UNO_CXX  = avr-g++ $(UNO_DEFS) $(UNO_INC) $(UNO_OPT) -std=gnu++11 -fno-exceptions \
+            -fno-threadsafe-statics -fpermissive
+UNO_CC   = avr-gcc $(UNO_DEFS) $(UNO_INC) $(UNO_OPT) -std=gnu11
+UNO_CORE_SRC := $(wildcard $(AVR_CORE)/cores/arduino/*.c $(AVR_CORE)/cores/arduino/*.cpp \
+                $(AVR_CORE)/cores/arduino/*.S)
+UNO_CORE_OBJ := $(patsubst $(AVR_CORE)/cores/arduino/%,$(UNO_OUT)/core/%.o,$(UNO_CORE_SRC))
+UNO_FW_SRC   := $(wildcard $(UNO_SRC)/*.cpp)
+UNO_FW_OBJ   := $(patsubst $(UNO_SRC)/%,$(UNO_OUT)/fw/%.o,$(UNO_FW_SRC)) $(UNO_OUT)/fw/bpiiot_uno.ino.o
+UNO_HDRS     := $(wildcard $(UNO_SRC)/*.h)
+UNO_CODEC    := codec cbor cobs crc32 sha256 dsp
+
+uno: $(UNO_OUT)/bpiiot_uno.hex $(UNO_OUT)/host/libuno_codec.so $(UNO_OUT)/simavr_bridge \
+	$(UNO_OUT)/vector_runner.elf
+
+uno-host: $(UNO_OUT)/host/libuno_codec.so
+
+$(UNO_OUT)/core/%.c.o: $(AVR_CORE)/cores/arduino/%.c
+	@mkdir -p $(@D)
+	$(UNO_CC) -c $< -o $@
+$(UNO_OUT)/core/%.cpp.o: $(AVR_CORE)/cores/arduino/%.cpp
+	@mkdir -p $(@D)
+	$(UNO_CXX) -c $< -o $@
+$(UNO_OUT)/core/%.S.o: $(AVR_CORE)/cores/arduino/%.S
+	@mkdir -p $(@D)
+	avr-gcc $(UNO_DEFS) $(UNO_INC) -x assembler-with-cpp -c $< -o $@
+$(UNO_OUT)/core.a: $(UNO_CORE_OBJ)
+	rm -f $@ && avr-gcc-ar rcs $@ $^
+
+$(UNO_OUT)/fw/%.cpp.o: $(UNO_SRC)/%.cpp $(UNO_HDRS)
+	@mkdir -p $(@D)
+	$(UNO_CXX) -c $< -o $@
+# The sketch includes Arduino.h itself, so it compiles as plain C++ as well as in the IDE.
+$(UNO_OUT)/fw/bpiiot_uno.ino.o: $(UNO_SRC)/bpiiot_uno.ino $(UNO_HDRS)
+	@mkdir -p $(@D)
+	$(UNO_CXX) -x c++ -c $< -o $@
+
+$(UNO_OUT)/bpiiot_uno.elf: $(UNO_FW_OBJ) $(UNO_OUT)/core.a
+	avr-gcc -mmcu=atmega328p -Os -Wl,--gc-sections -o $@ $(UNO_FW_OBJ) $(UNO_OUT)/core.a -lm
+$(UNO_OUT)/bpiiot_uno.hex: $(UNO_OUT)/bpiiot_uno.elf
+	avr-objcopy -O ihex -R .eeprom $< $@
+	@avr-size -C --mcu=atmega328p $<
+
+uno-size: $(UNO_OUT)/bpiiot_uno.elf
+	avr-size -C --mcu=atmega328p $<
+
+$(UNO_OUT)/host/libuno_codec.so: tools/uno/codec_host.cpp $(UNO_HDRS) \
+		$(patsubst %,$(UNO_SRC)/%.cpp,$(UNO_CODEC))
+	@mkdir -p $(@D)
+	g++ -O2 -Wall -Wextra -shared -fPIC -I$(UNO_SRC) -o $@ $< $(patsubst %,$(UNO_SRC)/%.cpp,$(UNO_CODEC))
+
+# The codec compiled by avr-gcc with the host build's C ABI, for vectors in simavr.
+$(UNO_OUT)/vector_runner.elf: tools/uno/vector_runner.cpp tools/uno/codec_host.cpp $(UNO_HDRS) \
+		$(patsubst %,$(UNO_SRC)/%.cpp,$(UNO_CODEC))
+	avr-g++ $(UNO_DEFS) -I$(UNO_SRC) -Os -fno-exceptions -Wl,--gc-sections \
+		-ffunction-sections -fdata-sections -o $@ $< tools/uno/codec_host.cpp \
+		$(patsubst %,$(UNO_SRC)/%.cpp,$(UNO_CODEC))
+
+$(UNO_OUT)/simavr_bridge: tools/uno/simavr_bridge.c
+	@mkdir -p $(@D)
+	gcc -O2 -Wall -Wextra -I/usr/include/simavr -o $@ $< -lsimavr -lutil
+
+# Upload through the Uno's bootloader (optiboot, 115200 baud), as the IDE does.
+flash-uno: $(UNO_OUT)/bpiiot_uno.hex
+	@test -n "$(PORT)" || { echo "usage: make flash-uno PORT=/dev/ttyACM0" >&2; exit 2; }
+	avrdude -p atmega328p -c arduino -P $(PORT) -b 115200 -D -U flash:w:$<:i

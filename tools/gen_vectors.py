@@ -66,6 +66,7 @@ class Book:
         header: dict[str, Any] | None = None,
         message: dict[str, Any] | None = None,
         payload: bytes | None = None,
+        then: list[dict[str, str]] | None = None,
     ) -> None:
         assert name not in self.names, name
         self.names.add(name)
@@ -83,6 +84,8 @@ class Book:
             v["header"] = header
             v["message"] = message
             v["payload_hex"] = payload.hex()
+        if then:
+            v["then"] = then
         self.files.setdefault(file, []).append(v)
 
     def ok(
@@ -974,9 +977,206 @@ def payload(bk: Book) -> None:
     add("ping-null", "ping payload null instead of []", 0x40, cbor2.dumps(None), "schema", "board")
 
 
+def strict(bk: Book) -> None:
+    """SPEC.md 4's reason table: `cbor` only for items that are not well-formed,
+    `trailing` after a well-formed item, `schema` for well-formed items outside the
+    data model. Payloads are written out byte by byte."""
+    f = "cbor"
+    seq = iter(range(100, 100000, 2))
+
+    def frame(type_: int, raw: bytes, receiver: str, s: int) -> str:
+        flags = HOST if receiver == "board" else 0
+        return wire(body(type_, raw, session=7, seq=s, flags=flags))
+
+    def add(name: str, desc: str, type_: int, raw: str, verdict: str, board: bool = False) -> None:
+        receiver = "board" if board else "host"
+        s = next(seq)
+        # Each refused frame is followed by a good one the same receiver must deliver:
+        # a refusal leaves no state behind (SPEC.md 4).
+        good = (0x40, b"\x80") if board else (4, b"\x81\x12")  # ping [] / ack [18]
+        bk.add(
+            f,
+            name,
+            desc,
+            receiver=receiver,
+            prior={"session": 7, "seq": 1} if board else None,
+            wire_hex=frame(type_, bytes.fromhex(raw.replace(" ", "")), receiver, s),
+            verdict=verdict,
+            then=[{"wire": frame(*good, receiver, s + 1), "verdict": "ok"}],
+        )
+
+    # Truncated items: not well-formed (`cbor`), and the next frame is unaffected.
+    for raw, what in (
+        ("81 19 00", "a 2-byte integer cut after 1 byte"),
+        ("81 1a 00 00", "a 4-byte integer cut after 2 bytes"),
+        ("81 44 01 02 03", "a 4-byte string cut after 3 bytes"),
+        ("81 7f 61 61", "an indefinite text string without its break"),
+        ("81 9f 01", "an indefinite array without its break"),
+        ("81 c2", "a tag with no content"),
+        ("98", "an array head cut in its argument"),
+    ):
+        add(f"truncated-{raw.replace(' ', '')}", f"ack payload {raw}: {what}", 4, raw, "cbor")
+    # Other items that are not well-formed (RFC 8949 section 5.3.1, appendix F).
+    for raw, what in (
+        ("5f 01 ff", "an integer as a chunk of an indefinite byte string"),
+        ("5f 5f ff ff", "an indefinite chunk inside an indefinite byte string"),
+        ("7f 41 61 ff", "a byte string chunk inside an indefinite text string"),
+        ("9f fe ff", "reserved additional information 30 inside an array"),
+        ("a1 fe 01", "reserved additional information 30 as a map key"),
+        ("1f", "an indefinite-length integer"),
+        ("3f", "an indefinite-length negative integer"),
+        ("df 01", "an indefinite-length tag"),
+        ("9f c1 ff", "a break as the content of a tag"),
+        ("bf 01 ff", "a break where a map value is due"),
+        ("82 01 ff", "a break inside a definite array"),
+        ("f8 16", "a two-byte simple value below 32 (null written long)"),
+        ("fc", "reserved additional information 28 in major type 7"),
+    ):
+        add(f"not-wf-{raw.replace(' ', '')}", f"ack payload {raw}: {what}", 4, raw, "cbor")
+    deep = "81" * 480
+    add("deep-nesting", "an array nested 480 deep: well-formed, refused", 4, deep + "00", "schema")
+    add("deep-nesting-cut", "an array nested 480 deep, cut: not well-formed", 4, deep, "cbor")
+    add("deep-nesting-trailing", "480 deep, then a byte", 4, deep + "00 00", "trailing")
+    add(
+        "tag-then-trailing",
+        "a tagged ack then a byte: trailing comes first",
+        4,
+        "c1 81 12 00",
+        "trailing",
+    )
+    # Well-formed items outside the data model: `schema`.
+    for tag, head in (
+        (0, "c0"),
+        (1, "c1"),
+        (2, "c2"),
+        (3, "c3"),
+        (4, "c4"),
+        (5, "c5"),
+        (28, "d8 1c"),
+        (29, "d8 1d"),
+        (30, "d8 1e"),
+        (35, "d8 23"),
+        (37, "d8 25"),
+        (256, "d9 01 00"),
+        (260, "d9 01 04"),
+        (261, "d9 01 05"),
+        (55799, "d9 d9 f7"),
+    ):
+        add(f"tag-{tag}", f"ack [tag {tag}(18)]", 4, f"81 {head} 12", "schema")
+    add(
+        "tag-bignum-small",
+        "ack [bignum 2(h'05')]: an integer, but tagged",
+        4,
+        "81 c2 41 05",
+        "schema",
+    )
+    add(
+        "tag-self-describe",
+        "self-described CBOR (tag 55799) around the ack",
+        4,
+        "d9 d9 f7 81 12",
+        "schema",
+    )
+    add("indefinite-array", "ack as an indefinite array", 4, "9f 12 ff", "schema")
+    add(
+        "indefinite-text",
+        "nack detail as an indefinite text string",
+        5,
+        "83 12 03 7f 61 61 61 62 ff",
+        "schema",
+    )
+    add(
+        "indefinite-map",
+        "set_config as an indefinite map",
+        0x42,
+        "bf 01 19 0c 80 ff",
+        "schema",
+        board=True,
+    )
+    add(
+        "indefinite-bytes",
+        "set_key with the key as an indefinite byte string",
+        0x44,
+        "81 5f 48 " + "11" * 8 + " 48 " + "22" * 8 + " ff",
+        "schema",
+        board=True,
+    )
+    add(
+        "duplicate-key-config",
+        "config map with key 1 twice",
+        7,
+        "a6 01 19 0c 80 01 19 0c 80 02 19 03 e8 03 19 01 f4 04 0f 05 02",
+        "schema",
+    )
+    add(
+        "duplicate-key-set-config",
+        "set_config {1: 6400, 1: 3200}",
+        0x42,
+        "a2 01 19 19 00 01 19 0c 80",
+        "schema",
+        board=True,
+    )
+    add(
+        "unsorted-config",
+        "config map with keys 2 then 1",
+        7,
+        "a5 02 19 03 e8 01 19 0c 80 03 19 01 f4 04 0f 05 02",
+        "schema",
+    )
+    add("invalid-utf8", "log text with a lone continuation byte", 6, "82 02 62 61 80", "schema")
+    add("utf8-surrogate", "log text encoding a UTF-16 surrogate", 6, "82 02 63 ed a0 80", "schema")
+    add("utf8-overlong", "log text with an overlong '/'", 6, "82 02 62 c0 af", "schema")
+    add("simple-value", "ack [simple(0)]", 4, "81 e0", "schema")
+    add("simple-value-two-byte", "ack [simple(32)]", 4, "81 f8 20", "schema")
+    add("undefined", "ack [undefined]", 4, "81 f7", "schema")
+    add("true", "ack [true]", 4, "81 f5", "schema")
+    add("float-single", "ack [1.0 as a single]", 4, "81 fa 3f 80 00 00", "schema")
+    add("map-key-text", "set_config with a text key", 0x42, "a1 61 31 01", "schema", board=True)
+    add("scalar-report", "a report whose payload is the integer 0", 2, "00", "schema")
+    # COBS: a zero byte inside a run is not COBS, whatever the code bytes say.
+    bk.add(
+        "framing",
+        "cobs-zero-in-run",
+        "05 01 00 00 01: the code byte 05 spans a zero",
+        receiver="host",
+        wire_hex="0501000001",
+        verdict="cobs",
+    )
+    # COBS: a body whose last zero is followed by exactly 254 non-zero bytes. The
+    # encoder writes no final group after the full block (SPEC.md 2); a receiver
+    # accepts the chunk with or without it. The log text is too long: `schema`.
+    for text_len in range(245, 0, -1):
+        b = body(
+            6, bytes([0x82, 0x02, 0x78, text_len]) + b"x" * text_len, session=7, seq=42, flags=0
+        )
+        run = len(b) - b.rindex(b"\0") - 1
+        if run == 254:
+            break
+    else:
+        raise SystemExit("no 254-byte run found")
+    enc = cobs.encode(b)
+    assert enc[-255] == 0xFF and len(enc) == len(b) + 1, enc.hex()
+    bk.add(
+        "framing",
+        "cobs-254-run-at-end",
+        "body ends with a 254-byte run: code 0xff, no final group",
+        receiver="host",
+        wire_hex=enc.hex(),
+        verdict="schema",
+    )
+    bk.add(
+        "framing",
+        "cobs-254-run-final-group",
+        "the same body with a final empty group 0x01 after the full block",
+        receiver="host",
+        wire_hex=(enc + b"\x01").hex(),
+        verdict="schema",
+    )
+
+
 def main() -> int:
     bk = Book()
-    for fn in (messages, framing, auth, sequence, payload):
+    for fn in (messages, framing, auth, sequence, payload, strict):
         fn(bk)
     OUT.mkdir(parents=True, exist_ok=True)
     total = neg = 0

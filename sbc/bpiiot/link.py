@@ -47,6 +47,9 @@ class LinkStats:
     reboots: int = 0
     reconnects: int = 0
     subscriber_errors: int = 0
+    internal_errors: Counter[str] = field(default_factory=Counter)
+    """Exceptions the read thread survived, by where they happened (``verify``,
+    ``deframe``, ``read``, ``on_connect``); each is logged with its traceback."""
 
     @property
     def frames_dropped(self) -> int:
@@ -75,6 +78,7 @@ class LinkStats:
             "reboots": self.reboots,
             "reconnects": self.reconnects,
             "subscriber_errors": self.subscriber_errors,
+            "internal_errors": dict(self.internal_errors),
         }
 
 
@@ -234,12 +238,26 @@ class Link:
     # -- reading -----------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
-        """Process received bytes: verify frames, count drops, deliver (read thread)."""
+        """Process received bytes: verify frames, count drops, deliver (read thread).
+
+        Nothing a frame or a subscriber raises escapes: a refused frame is counted
+        in ``stats.dropped`` under its reason, a subscriber's exception in
+        ``stats.subscriber_errors``, anything unexpected in ``stats.internal_errors``
+        (and ``dropped["internal"]`` for the frame it hit), and processing goes on
+        with the next frame. Only ``KeyboardInterrupt`` and ``SystemExit`` raised on
+        the main thread propagate, so a program that feeds bytes itself can still be
+        stopped; on the read thread they are counted like any other error.
+        """
         stats = self.stats
         stats.bytes_in += len(data)
         deframer = self._deframer
         before = deframer.oversize
-        chunks = deframer.feed(data)
+        try:
+            chunks = deframer.feed(data)
+        except BaseException as exc:
+            self._survive(exc, "deframe")
+            self._deframer = wire.Deframer()
+            return
         if deframer.oversize != before:
             stats.dropped["oversize"] += deframer.oversize - before
         verifier = self.verifier
@@ -254,15 +272,28 @@ class Link:
                 if exc.reason == "replay" and self.verifier.session is not None:
                     self._warn_replay()
                 continue
+            except BaseException as exc:
+                stats.dropped["internal"] += 1
+                self._survive(exc, "verify")
+                continue
             stats.frames_ok += 1
             for sub in tuple(self._subscribers):
                 try:
                     sub(frame)
-                except Exception:
+                except BaseException as exc:
+                    if _must_propagate(exc):
+                        raise
                     stats.subscriber_errors += 1
                     log.exception("subscriber %r failed", sub)
         stats.gaps = verifier.gaps
         stats.reboots = verifier.reboots
+
+    def _survive(self, exc: BaseException, where: str) -> None:
+        # Log and count an unexpected exception, or re-raise a main-thread interrupt.
+        if _must_propagate(exc):
+            raise exc
+        self.stats.internal_errors[where] += 1
+        log.error("%s: %s failed; the link goes on", self.url, where, exc_info=exc)
 
     _replay_warned = 0.0
 
@@ -302,8 +333,8 @@ class Link:
                 for cb in tuple(self._on_connect):
                     try:
                         cb()
-                    except Exception:
-                        log.exception("on_connect callback failed")
+                    except BaseException as exc:
+                        self._survive(exc, "on_connect")
                 continue
             try:
                 data = port.read(max(1, port.in_waiting))
@@ -314,8 +345,15 @@ class Link:
                 log.warning("%s: port lost (%s); reconnecting", self.url, exc)
                 self._close_port()
                 continue
+            except BaseException as exc:
+                self._survive(exc, "read")
+                self._stop.wait(delay)
+                continue
             if data:
-                self.feed(data)
+                try:
+                    self.feed(data)
+                except BaseException as exc:  # feed() counts its own; this is a last resort
+                    self._survive(exc, "feed")
 
     def _open_port(self) -> serial.SerialBase:
         try:
@@ -335,6 +373,15 @@ class Link:
                 port.close()
             except (serial.SerialException, OSError):
                 pass
+
+
+def _must_propagate(exc: BaseException) -> bool:
+    # Ctrl-C and sys.exit() mean "stop" only on the main thread: Python delivers
+    # signals there, and the caller of feed() there expects them. On the read thread
+    # they would only end the thread silently, so there they are errors like others.
+    return isinstance(exc, KeyboardInterrupt | SystemExit) and (
+        threading.current_thread() is threading.main_thread()
+    )
 
 
 class FrameQueue:

@@ -19,7 +19,7 @@ import io
 import struct
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import cbor2
@@ -102,8 +102,9 @@ class Frame:
     authenticated: bool
     from_host: bool
     message: Message
-    payload: bytes = b""
-    """The payload bytes as received (for schema checks and logs)."""
+    payload: bytes = field(default=b"", repr=False)
+    """The payload bytes as received (for schema checks); left out of ``repr`` because a
+    ``set_key`` payload holds the key."""
 
 
 def check_key(key: bytes | None) -> bytes | None:
@@ -148,8 +149,192 @@ def newer(session: int, seq: int, last_session: int, last_seq: int) -> bool:
 
 def encode_payload(payload: Any) -> bytes:
     """Deterministic CBOR (RFC 8949 4.2.1) of a payload made of ints, text, bytes, lists
-    and small-int-keyed maps in ascending key order, as every implementation writes it."""
-    return cbor2.dumps(payload)
+    and maps with unsigned integer keys, as every implementation writes it.
+
+    Map keys are written in ascending order whatever order the caller's dict has
+    (cbor2's canonical order, length first, is the same as 4.2.1's for unsigned keys).
+    """
+    return cbor2.dumps(payload, canonical=True)
+
+
+# --- strict payload decoding (SPEC.md section 4) -----------------------------------
+#
+# The reason a payload is refused is normative: `cbor` when it does not start with
+# one well-formed CBOR item (RFC 8949 section 5.3.1), `trailing` when bytes follow
+# that item, `schema` for every well-formed item the protocol does not allow (tags,
+# floats, simple values, indefinite lengths, invalid UTF-8, map keys that are not
+# ascending unsigned integers, nesting deeper than any message) or that does not
+# match its message. cbor2 decides the common case fast; whatever it refuses or
+# leaves in doubt is judged again by the pure-Python functions below.
+
+MAX_DEPTH: Final = 4
+"""Arrays and maps nested deeper than this are refused (`schema`); messages nest 2."""
+
+
+def _argument(data: bytes, pos: int, ai: int) -> tuple[int, int]:
+    # The argument of a head whose additional information is ai (0..27), and the
+    # position after it.
+    if ai < 24:
+        return ai, pos
+    if ai > 27:
+        raise FrameError("cbor", f"reserved additional information {ai} at byte {pos - 1}")
+    size = 1 << (ai - 24)
+    end = pos + size
+    if end > len(data):
+        raise FrameError("cbor", "the item runs past the end of the payload")
+    return int.from_bytes(data[pos:end], "big"), end
+
+
+def item_end(data: bytes) -> int:
+    """The offset just past the well-formed CBOR item at the start of ``data``.
+
+    Raises :class:`FrameError` ``cbor`` when there is none (truncated, reserved
+    additional information, a misplaced break, a bad indefinite-length chunk, an
+    indefinite integer or tag, a two-byte simple value below 32). Iterative, so any
+    nesting depth is judged without recursion.
+    """
+    n = len(data)
+    pos = 0
+    # Open containers: items still due for definite ones; -1 for an indefinite
+    # array, -2 for an indefinite map awaiting a key, -3 awaiting a value.
+    open_: list[int] = []
+    tagged = False
+    while True:
+        if pos >= n:
+            raise FrameError("cbor", "the item runs past the end of the payload")
+        ib = data[pos]
+        pos += 1
+        major = ib >> 5
+        ai = ib & 0x1F
+        if ai == 31:
+            if major == 7:
+                if tagged or not open_ or open_[-1] >= 0 or open_[-1] == -3:
+                    raise FrameError("cbor", f"unexpected break at byte {pos - 1}")
+                open_.pop()
+            elif major == 2 or major == 3:
+                while True:
+                    if pos >= n:
+                        raise FrameError("cbor", "the item runs past the end of the payload")
+                    cb = data[pos]
+                    pos += 1
+                    if cb == 0xFF:
+                        break
+                    if cb >> 5 != major or cb & 0x1F == 31:
+                        raise FrameError("cbor", f"bad indefinite-length chunk at byte {pos - 1}")
+                    length, pos = _argument(data, pos, cb & 0x1F)
+                    pos += length
+                    if pos > n:
+                        raise FrameError("cbor", "the item runs past the end of the payload")
+            elif major == 4 or major == 5:
+                open_.append(-1 if major == 4 else -2)
+                tagged = False
+                continue
+            else:
+                raise FrameError("cbor", f"indefinite length for major type {major}")
+        else:
+            arg, pos = _argument(data, pos, ai)
+            if major == 2 or major == 3:
+                pos += arg
+                if pos > n:
+                    raise FrameError("cbor", "the item runs past the end of the payload")
+            elif major == 4 or major == 5:
+                if arg:
+                    open_.append(arg if major == 4 else 2 * arg)
+                    tagged = False
+                    continue
+            elif major == 6:
+                tagged = True
+                continue
+            elif major == 7 and ai == 24 and arg < 32:
+                raise FrameError("cbor", f"two-byte simple value {arg} below 32")
+        tagged = False
+        # One item is complete: count it in the containers that hold it.
+        while open_:
+            due = open_[-1]
+            if due > 1:
+                open_[-1] = due - 1
+                break
+            if due == 1:
+                open_.pop()
+                continue
+            if due != -1:
+                open_[-1] = -5 - due  # -2 <-> -3: key, then value
+            break
+        else:
+            return pos
+
+
+def _strict_item(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    # Decode one item known to be well-formed, refusing what SPEC.md 4 does not allow.
+    ib = data[pos]
+    major = ib >> 5
+    ai = ib & 0x1F
+    if ai == 31:
+        raise FrameError("schema", "indefinite length")
+    if major == 6:
+        raise FrameError("schema", "a CBOR tag")
+    if major == 7:
+        if ai == 22:
+            return None, pos + 1
+        raise FrameError("schema", "a float, boolean or simple value")
+    arg, pos = _argument(data, pos + 1, ai)
+    if major == 0:
+        return arg, pos
+    if major == 1:
+        return -1 - arg, pos
+    if major == 2:
+        return bytes(data[pos : pos + arg]), pos + arg
+    if major == 3:
+        try:
+            return bytes(data[pos : pos + arg]).decode("utf-8"), pos + arg
+        except UnicodeDecodeError:
+            raise FrameError("schema", "invalid UTF-8 in a text string") from None
+    if depth >= MAX_DEPTH:
+        raise FrameError("schema", f"nested deeper than {MAX_DEPTH}")
+    if major == 4:
+        out = []
+        for _ in range(arg):
+            v, pos = _strict_item(data, pos, depth + 1)
+            out.append(v)
+        return out, pos
+    obj: dict[int, Any] = {}
+    last = -1
+    for _ in range(arg):
+        kb = data[pos]
+        if kb >> 5 != 0 or kb & 0x1F > 27:
+            raise FrameError("schema", "map keys must be unsigned integers in ascending order")
+        k, pos = _argument(data, pos + 1, kb & 0x1F)
+        if k <= last:
+            raise FrameError("schema", "map keys must be unsigned integers in ascending order")
+        last = k
+        obj[k], pos = _strict_item(data, pos, depth + 1)
+    return obj, pos
+
+
+def decode_payload(payload: bytes) -> Any:
+    """Decode a payload as SPEC.md section 4 says, or raise :class:`FrameError`.
+
+    The reason is ``cbor`` (not one well-formed item), ``trailing`` (bytes after it)
+    or ``schema`` (a well-formed item outside the protocol's data model). This is
+    the reference the verifier's fast path must agree with.
+    """
+    end = item_end(payload)
+    if end != len(payload):
+        raise FrameError("trailing", f"{len(payload) - end} bytes after the item")
+    return _strict_item(payload, 0, 0)[0]
+
+
+class _RefuseTag(Exception):
+    """Raised inside cbor2 for any tag, so that the strict decoder judges it."""
+
+
+def _refuse_tag(*_: Any) -> Any:
+    raise _RefuseTag
+
+
+# cbor2 decodes these tags itself (tag_hook only sees the others): all are refused.
+_SEMANTIC_REFUSED: Final = dict.fromkeys((*range(0, 300), 55799, 55800, 55801), _refuse_tag)
+_NOT_ERRORS: Final = (KeyboardInterrupt, SystemExit)
 
 
 class FrameEncoder:
@@ -224,7 +409,19 @@ class FrameVerifier:
         self.gaps = 0
         self._board_side = receiver == "board"
         self._buf = io.BytesIO()
-        self._decode = cbor2.CBORDecoder(self._buf).decode
+        self._decode = self._new_decoder()
+
+    def _new_decoder(self) -> Any:
+        # A cbor2 decoder that failed is never used again: after a truncated item
+        # cbor2 6 leaves it mid-state (the next good payload fails) or panicking.
+        return cbor2.CBORDecoder(
+            self._buf,
+            tag_hook=_refuse_tag,
+            semantic_decoders=_SEMANTIC_REFUSED,
+            allow_indefinite=False,
+            allow_duplicate_keys=False,
+            max_depth=MAX_DEPTH,
+        ).decode
 
     def set_key(self, key: bytes | None) -> None:
         """Require (or, with None, stop requiring) tags from now on."""
@@ -289,8 +486,11 @@ class FrameVerifier:
         cls = self._types.get(type_)
         if cls is None:
             raise FrameError("type", f"unknown message type 0x{type_:02x}")
-        # The decoder reads from a reused buffer; stale bytes past the payload are
-        # harmless because the position after the item must equal the payload length.
+        # Fast path: a reused cbor2 decoder over a reused buffer. It accepts only plain
+        # definite items without tags or repeated keys; whatever it refuses, and an item
+        # that does not end exactly at the payload's end (stale bytes of an earlier,
+        # longer payload may follow it in the buffer), goes to the strict decoder,
+        # which names the normative reason (SPEC.md 4).
         buf = self._buf
         buf.seek(0)
         payload = body[HEADER_LEN:end]
@@ -298,17 +498,20 @@ class FrameVerifier:
         buf.seek(0)
         try:
             obj = self._decode()
-        except (cbor2.CBORDecodeError, RecursionError, ValueError, OverflowError) as exc:
-            raise FrameError("cbor", str(exc)) from None
-        pos = buf.tell()
-        if pos != plen:
-            if pos > plen:
-                raise FrameError("cbor", "the item runs past the end of the payload")
-            raise FrameError("trailing", f"{plen - pos} bytes after the item")
+            fast = buf.tell() == plen
+        except BaseException as exc:  # cbor2 6 panics with a BaseException
+            self._decode = self._new_decoder()
+            if isinstance(exc, _NOT_ERRORS):
+                raise
+            fast = False
+        if not fast:
+            obj = decode_payload(payload)
         try:
             message = cls.from_payload(obj)
         except SchemaError as exc:
             raise FrameError("schema", f"{cls.NAME}: {exc}") from None
+        except Exception as exc:  # a schema bug must not kill the reader: still a refusal
+            raise FrameError("schema", f"{cls.NAME}: {type(exc).__name__}: {exc}") from None
         # Every check passed: only now does the replay state move.
         if self._board_side:
             # A hello_request from another session is answered but moves nothing.

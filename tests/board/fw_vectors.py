@@ -103,6 +103,15 @@ def run(v):
     if verdict != v["verdict"]:
         return "verdict {}, expected {}".format(verdict, v["verdict"])
     if verdict != "ok":
+        # Frames the same receiver verifies next: a refusal leaves nothing behind.
+        for nxt in v.get("then", ()):
+            try:
+                ver.verify(unhex(nxt["wire"]))
+                got = "ok"
+            except codec.FrameError as exc:
+                got = exc.reason
+            if got != nxt["verdict"]:
+                return "next frame {}, expected {}".format(got, nxt["verdict"])
         return None
     h = v["header"]
     if (typ, session, seq, auth) != (h["type"], h["session"], h["seq"], h["authenticated"]):

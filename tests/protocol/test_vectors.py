@@ -43,6 +43,7 @@ def test_vector(v: dict[str, Any]) -> None:
         assert info.value.reason == v["verdict"]
         # A refused frame never moves the replay state.
         assert (ver.session, ver.seq) == before
+        _then(ver, v)
         return
     frame = ver.verify(data)
     h = v["header"]
@@ -63,6 +64,18 @@ def test_vector(v: dict[str, Any]) -> None:
     with pytest.raises(wire.FrameError) as again:
         ver.verify(data)
     assert again.value.reason == "replay"
+
+
+def _then(ver: wire.FrameVerifier, v: dict[str, Any]) -> None:
+    # Frames the same receiver verifies next: a refusal must leave nothing behind.
+    for nxt in v.get("then", []):
+        data = bytes.fromhex(nxt["wire"])
+        if nxt["verdict"] == "ok":
+            assert ver.verify(data).seq > 0
+        else:
+            with pytest.raises(wire.FrameError) as info:
+                ver.verify(data)
+            assert info.value.reason == nxt["verdict"]
 
 
 def _tagged(data: bytes) -> bool:

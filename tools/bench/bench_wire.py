@@ -56,7 +56,7 @@ def main() -> None:
         for p in payloads:
             loads(p)
 
-    rates = {}
+    runs = {"bare": bare}
     for label, key in (("mac", KEY), ("nomac", None)):
         enc = wire.FrameEncoder(from_host=False, key=key, session=7)
         chunks = [enc.encode(report(i))[:-1] for i in range(N)]
@@ -66,8 +66,14 @@ def main() -> None:
             for c in chunks:
                 v(c)
 
-        rates[label] = best_rate(verify, N)
-    bare_rate = best_rate(bare, N)
+        runs[label] = verify
+    # Interleaved, best of five each: on a shared machine a slow spell then hits every
+    # contender alike instead of one of them.
+    rates = dict.fromkeys(runs, 0.0)
+    for _ in range(5):
+        for label, fn in runs.items():
+            rates[label] = max(rates[label], best_rate(fn, N, repeat=1))
+    bare_rate = rates["bare"]
     print(f"BENCH sdk.verify_fps {rates['mac']:.0f} frames/s")
     print(f"BENCH sdk.verify_vs_cbor2 {rates['mac'] / bare_rate:.3f} ratio")
     # Without a tag, for comparison: HMAC-SHA256 is most of the difference.

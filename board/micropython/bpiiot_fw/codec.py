@@ -137,11 +137,14 @@ def cobs_encode(src):
 
 
 def cobs_decode(src):
-    """Decode one COBS chunk (no delimiter); raise FrameError('cobs') if invalid."""
+    """Decode one COBS chunk (no delimiter; bytes or bytearray, as the Deframer gives
+    them); raise FrameError('cobs') if invalid, including a zero byte anywhere."""
     n = len(src)
     out = bytearray(n)
     o = 0
     i = 0
+    if b"\x00" in src:
+        raise FrameError("cobs", None, "zero byte in chunk")
     while i < n:
         code = src[i]
         if code == 0:
@@ -243,21 +246,20 @@ def cbor_encode(obj, out=None):
     return out
 
 
-# Decoded in place of items the protocol never allows (floats, tags, booleans,
-# simple values, odd map keys, nesting deeper than any schema): well-formed CBOR is
-# then refused by the schema check (`schema`), as the SDK does, not as `cbor`.
-ODD = object()
-_BREAK = object()
+# Reasons for a refused payload (SPEC.md 4): `cbor` when it does not start with one
+# well-formed item, `trailing` when bytes follow it, `schema` for any well-formed
+# item the protocol does not allow (tags, floats, simple values, indefinite lengths,
+# invalid UTF-8, map keys not ascending unsigned integers, nesting deeper than
+# _MAX_DEPTH) or that does not match its message. Well-formedness is judged first,
+# without recursion, so deep nesting costs no stack.
 _MAX_DEPTH = const(4)
 
 
 def _arg(buf, pos, ai):
-    # Returns (value, new position) of a head's argument; None value = indefinite.
+    # Returns (value, new position) of a head's argument (ai 0..27).
     if ai < 24:
         return ai, pos
     if ai > 27:
-        if ai == 31:
-            return None, pos
         raise FrameError("cbor", None, "reserved additional information")
     size = 1 << (ai - 24)
     if pos + size > len(buf):
@@ -266,6 +268,78 @@ def _arg(buf, pos, ai):
     for i in range(pos, pos + size):
         v = (v << 8) | buf[i]
     return v, pos + size
+
+
+def item_end(buf):
+    """Offset just past the well-formed CBOR item at the start of buf; FrameError('cbor')."""
+    n = len(buf)
+    pos = 0
+    # Open containers: items still due (definite), -1 indefinite array, -2/-3
+    # indefinite map awaiting a key/a value.
+    due = []
+    tagged = False
+    while True:
+        if pos >= n:
+            raise FrameError("cbor", None, "truncated")
+        ib = buf[pos]
+        pos += 1
+        major = ib >> 5
+        ai = ib & 31
+        if ai == 31:
+            if major == 7:
+                if tagged or not due or due[-1] >= 0 or due[-1] == -3:
+                    raise FrameError("cbor", None, "unexpected break")
+                due.pop()
+            elif major == 2 or major == 3:
+                while True:
+                    if pos >= n:
+                        raise FrameError("cbor", None, "truncated")
+                    cb = buf[pos]
+                    pos += 1
+                    if cb == 0xFF:
+                        break
+                    if cb >> 5 != major or cb & 31 == 31:
+                        raise FrameError("cbor", None, "bad chunk in indefinite string")
+                    m, pos = _arg(buf, pos, cb & 31)
+                    pos += m
+                    if pos > n:
+                        raise FrameError("cbor", None, "truncated")
+            elif major == 4 or major == 5:
+                due.append(-1 if major == 4 else -2)
+                tagged = False
+                continue
+            else:
+                raise FrameError("cbor", None, "indefinite integer or tag")
+        else:
+            v, pos = _arg(buf, pos, ai)
+            if major == 2 or major == 3:
+                pos += v
+                if pos > n:
+                    raise FrameError("cbor", None, "truncated")
+            elif major == 4 or major == 5:
+                if v:
+                    due.append(v if major == 4 else 2 * v)
+                    tagged = False
+                    continue
+            elif major == 6:
+                tagged = True
+                continue
+            elif major == 7 and ai == 24 and v < 32:
+                raise FrameError("cbor", None, "invalid simple value")
+        tagged = False
+        while due:
+            d = due[-1]
+            if d > 1:
+                due[-1] = d - 1
+                break
+            if d == 1:
+                due.pop()
+                continue
+            if d != -1:
+                due[-1] = -5 - d
+            break
+        else:
+            return pos
 
 
 def _utf8_ok(buf):
@@ -305,126 +379,62 @@ def _utf8_ok(buf):
     return True
 
 
-def _string(buf, pos, major, n):
-    # Definite: n bytes; indefinite (n None): definite chunks of the same major type.
-    if n is not None:
-        end = pos + n
-        if end > len(buf):
-            raise FrameError("cbor", None, "truncated string")
-        return bytes(buf[pos:end]), end
-    parts = []
-    while True:
-        if pos >= len(buf):
-            raise FrameError("cbor", None, "truncated string")
-        ib = buf[pos]
-        pos += 1
-        if ib == 0xFF:
-            break
-        if ib >> 5 != major:
-            raise FrameError("cbor", None, "bad chunk in indefinite string")
-        m, pos = _arg(buf, pos, ib & 31)
-        if m is None:
-            raise FrameError("cbor", None, "nested indefinite string")
-        p, pos = _string(buf, pos, major, m)
-        parts.append(p)
-    return b"".join(parts), pos
-
-
 def _item(buf, pos, depth):
-    # Decode one item at pos; return (value, new position). Maps come back as a
-    # tuple of (key, value) pairs in wire order (MicroPython dicts do not keep
-    # insertion order, and the schema must see it); a repeated key keeps its first
-    # position and its last value, as the SDK's decoder does.
-    if pos >= len(buf):
-        raise FrameError("cbor", None, "truncated")
+    # Decode one well-formed item at pos; return (value, new position). Refuses what
+    # SPEC.md 4 does not allow as `schema`. Maps come back as a tuple of (key, value)
+    # pairs in wire order (MicroPython dicts do not keep insertion order).
     ib = buf[pos]
-    pos += 1
     major = ib >> 5
     ai = ib & 31
+    if ai == 31:
+        raise FrameError("schema", None, "indefinite length")
+    if major == 6:
+        raise FrameError("schema", None, "tag")
     if major == 7:
         if ai == 22:
-            return None, pos
-        if ai == 31:
-            return _BREAK, pos
-        if ai < 24:
-            return ODD, pos
-        if ai == 24:
-            if pos >= len(buf):
-                raise FrameError("cbor", None, "truncated")
-            if buf[pos] < 32:
-                raise FrameError("cbor", None, "invalid simple value")
-            return ODD, pos + 1
-        if 25 <= ai <= 27:
-            pos += 1 << (ai - 24)
-            if pos > len(buf):
-                raise FrameError("cbor", None, "truncated float")
-            return ODD, pos
-        raise FrameError("cbor", None, "reserved additional information")
-    n, pos = _arg(buf, pos, ai)
-    if major < 2:
-        if n is None:
-            raise FrameError("cbor", None, "indefinite integer")
-        return (n if major == 0 else -1 - n), pos
+            return None, pos + 1
+        raise FrameError("schema", None, "float or simple value")
+    n, pos = _arg(buf, pos + 1, ai)
+    if major == 0:
+        return n, pos
+    if major == 1:
+        return -1 - n, pos
     if major < 4:
-        s, pos = _string(buf, pos, major, n)
+        s = bytes(buf[pos : pos + n])
         if major == 3:
             if not _utf8_ok(s):
-                raise FrameError("cbor", None, "invalid UTF-8")
+                raise FrameError("schema", None, "invalid UTF-8")
             s = s.decode()
-        return s, pos
-    if major == 6:
-        if n is None:
-            raise FrameError("cbor", None, "indefinite tag")
-        v, pos = _item(buf, pos, depth + 1)
-        if v is _BREAK:
-            raise FrameError("cbor", None, "break after tag")
-        return ODD, pos
-    # Arrays and maps; nesting beyond any schema is checked but not kept.
-    keep = depth < _MAX_DEPTH
+        return s, pos + n
+    if depth >= _MAX_DEPTH:
+        raise FrameError("schema", None, "nested too deep")
     out = []
-    i = 0
-    while n is None or i < n:
+    last = -1
+    for _ in range(n):
         v, pos = _item(buf, pos, depth + 1)
-        if v is _BREAK:
-            if n is None:
-                break
-            raise FrameError("cbor", None, "unexpected break")
-        i += 1
         if major == 5:
-            k = v
-            v, pos = _item(buf, pos, depth + 1)
-            if v is _BREAK:
-                raise FrameError("cbor", None, "break in place of a map value")
-            if not keep:
-                continue
-            if type(k) is list or type(k) is tuple:
-                k = ODD  # never valid in a schema
-            for j in range(len(out)):
-                if type(out[j][0]) is type(k) and out[j][0] == k:
-                    out[j] = (k, v)
-                    break
-            else:
-                out.append((k, v))
-        elif keep:
-            out.append(v)
-    if not keep:
-        return ODD, pos
+            if type(v) is not int or v <= last:
+                raise FrameError("schema", None, "map keys must ascend")
+            last = v
+            w, pos = _item(buf, pos, depth + 1)
+            v = (v, w)
+        out.append(v)
     return (tuple(out) if major == 5 else out), pos
 
 
 def cbor_decode(buf, pos=0):
-    """Decode one CBOR item from buf at pos; return (value, end).
+    """Decode the payload buf[pos:] as SPEC.md 4 says; return (value, end).
 
-    Raises FrameError('cbor'). Maps come back as tuples of (key, value) pairs in
-    wire order; floats, tags and simple values as ``ODD``, which no schema accepts.
+    Raises FrameError: 'cbor' (not one well-formed item), 'trailing' (bytes after
+    it) or 'schema' (outside the protocol's data model). Maps come back as tuples of
+    (key, value) pairs in wire order.
     """
-    try:
-        v, end = _item(buf, pos, 0)
-    except RuntimeError:  # recursion limit on deeply nested input
-        raise FrameError("cbor", None, "nesting too deep")
-    if v is _BREAK:
-        raise FrameError("cbor", None, "break where an item was expected")
-    return v, end
+    if pos:
+        buf = memoryview(buf)[pos:]
+    end = item_end(buf)
+    if end != len(buf):
+        raise FrameError("trailing")
+    return _item(buf, 0, 0)[0], pos + end
 
 
 # --- schemas (SPEC.md 5, bpiiot.cddl) --------------------------------------------
@@ -608,10 +618,7 @@ class Verifier:
             if not _T_HELLO <= type_ <= _T_CONFIG:
                 raise FrameError("type", seq)
         try:
-            obj, pos = cbor_decode(mv[_HEADER_LEN:end])
-            if pos != end - _HEADER_LEN:
-                raise FrameError("trailing")
-            obj = check_payload(type_, obj)
+            obj = check_payload(type_, cbor_decode(mv[_HEADER_LEN:end])[0])
         except FrameError as exc:
             exc.seq = seq
             raise

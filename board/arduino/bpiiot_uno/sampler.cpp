@@ -1,0 +1,128 @@
+#include "sampler.h"
+
+#include <avr/interrupt.h>
+#include <avr/io.h>
+
+#define RING 32  // 20 ms of slack at 1600 S/s
+#define CHANNELS 4
+
+static volatile Triplet ring[RING];
+static volatile uint8_t head, tail;
+static volatile uint32_t overruns, count;
+static volatile bool gap;
+static volatile uint8_t channel;  // being converted; CHANNELS = idle
+static volatile uint16_t cur[3];
+static volatile uint32_t temp_sum;
+static volatile uint16_t temp_n;
+
+void sampler_start(uint16_t rate_hz) {
+    uint8_t s = SREG;
+    cli();
+    head = tail = 0;
+    channel = CHANNELS;
+    // ADC: AVcc reference, prescaler 128 (125 kHz ADC clock, full 10-bit accuracy,
+    // 104 us a conversion), interrupt on completion.
+    ADMUX = _BV(REFS0);
+    ADCSRA = _BV(ADEN) | _BV(ADIE) | _BV(ADPS2) | _BV(ADPS1) | _BV(ADPS0);
+    DIDR0 = 0x0F;  // A0-A3 analog only: no digital input buffers to disturb them
+    // Timer1, CTC mode, no prescaler: 16 MHz / rate.
+    TCCR1A = 0;
+    TCCR1B = _BV(WGM12) | _BV(CS10);
+    OCR1A = (uint16_t)(F_CPU / rate_hz - 1);
+    TCNT1 = 0;
+    TIFR1 = _BV(OCF1A);
+    TIMSK1 = _BV(OCIE1A);
+    SREG = s;
+}
+
+void sampler_stop(void) {
+    TIMSK1 = 0;
+    TCCR1B = 0;
+    ADCSRA = 0;
+}
+
+ISR(TIMER1_COMPA_vect) {
+    if (channel != CHANNELS) {
+        overruns++;  // the previous tick's conversions are still running
+        gap = true;
+        return;
+    }
+    channel = 0;
+    ADMUX = _BV(REFS0);
+    ADCSRA |= _BV(ADSC);
+}
+
+ISR(ADC_vect) {
+    uint16_t v = ADC;
+    uint8_t ch = channel;
+    if (ch < 3) {
+        cur[ch] = v;
+    } else {
+        temp_sum += v;
+        temp_n++;
+    }
+    ch++;
+    if (ch == 3) {
+        if ((uint8_t)(head - tail) >= RING) {
+            overruns++;
+            gap = true;
+        } else {
+            volatile Triplet *t = &ring[head % RING];
+            t->raw[0] = cur[0];
+            t->raw[1] = cur[1];
+            t->raw[2] = cur[2];
+            head = (uint8_t)(head + 1);
+        }
+        count++;
+    }
+    channel = ch;
+    if (ch < CHANNELS) {
+        ADMUX = (uint8_t)(_BV(REFS0) | ch);
+        ADCSRA |= _BV(ADSC);
+    }
+}
+
+bool sampler_take(Triplet *t) {
+    if (head == tail) return false;
+    volatile Triplet *s = &ring[tail % RING];
+    t->raw[0] = s->raw[0];
+    t->raw[1] = s->raw[1];
+    t->raw[2] = s->raw[2];
+    tail = (uint8_t)(tail + 1);
+    return true;
+}
+
+uint32_t sampler_overruns(void) {
+    uint8_t s = SREG;
+    cli();
+    uint32_t n = overruns;
+    SREG = s;
+    return n;
+}
+
+uint32_t sampler_count(void) {
+    uint8_t s = SREG;
+    cli();
+    uint32_t n = count;
+    SREG = s;
+    return n;
+}
+
+void sampler_take_temperature(uint32_t *sum, uint16_t *n) {
+    uint8_t s = SREG;
+    cli();
+    *sum = temp_sum;
+    *n = temp_n;
+    temp_sum = 0;
+    temp_n = 0;
+    SREG = s;
+}
+
+bool sampler_take_gap(void) {
+    if (!gap) return false;  // the common case: one byte read, no cli()
+    uint8_t s = SREG;
+    cli();
+    gap = false;
+    SREG = s;
+    return true;
+}

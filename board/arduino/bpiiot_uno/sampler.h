@@ -1,0 +1,26 @@
+// Timer-driven ADC sampling: Timer1 ticks at the sample rate, each tick converts
+// A0, A1, A2 (an analog accelerometer such as the ADXL335) and A3 (a TMP36 or LM35)
+// from the ADC interrupt. Triplets go to a ring the main loop drains; when the ring
+// is full a triplet is dropped and counted (an overrun), sampling never waits.
+#ifndef BPIIOT_SAMPLER_H
+#define BPIIOT_SAMPLER_H
+#include <stdint.h>
+
+struct Triplet {
+    uint16_t raw[3];  // ADC codes 0..1023
+};
+
+void sampler_start(uint16_t rate_hz);
+void sampler_stop(void);
+// Take the oldest triplet; false when none is waiting.
+bool sampler_take(Triplet *t);
+// Samples lost since boot (ring full, or a tick came while converting).
+uint32_t sampler_overruns(void);
+// True once after samples were lost: the next triplet taken follows a gap.
+bool sampler_take_gap(void);
+// Sum and count of temperature conversions since the last call (then zeroed).
+void sampler_take_temperature(uint32_t *sum, uint16_t *count);
+// Triplets converted since boot.
+uint32_t sampler_count(void);
+
+#endif

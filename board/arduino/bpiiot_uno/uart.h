@@ -1,0 +1,19 @@
+// USART0 driver with interrupt-driven RX and TX rings, so that sending never waits
+// on the line while bytes fit the queue (the sampler runs from its own interrupts).
+#ifndef BPIIOT_UART_H
+#define BPIIOT_UART_H
+#include <stdint.h>
+
+void uart_begin(uint32_t baud);
+// Next received byte, or -1.
+int16_t uart_read(void);
+// Bytes free in the TX queue.
+uint16_t uart_tx_room(void);
+// True once every queued byte went to the USART.
+bool uart_tx_empty(void);
+// Queue one byte (the caller checked uart_tx_room).
+void uart_put(uint8_t b);
+// Received bytes lost because the RX ring was full.
+uint16_t uart_rx_lost(void);
+
+#endif

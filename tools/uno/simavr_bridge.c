@@ -1,0 +1,347 @@
+/*
+ * simavr_bridge: runs an ATmega328P firmware in simavr (cycle-accurate) and connects
+ * it to the host the way an Arduino Uno's USB serial port would be.
+ *
+ *   simavr_bridge -f FIRMWARE.elf [-b BOOTLOADER.hex] [-s SIGNAL] [-e EEPROM]
+ *                 [-t STATS] [-d RAMDUMP] [-r]
+ *
+ * - UART0 <-> a pseudo-terminal whose path is printed as the first line on stdout;
+ *   bytes from the host are fed to the UART only while simavr signals XON (its input
+ *   FIFO has room), so nothing is dropped or reordered.
+ * - ADC: every conversion of channel c reads column c of the current row of SIGNAL
+ *   (rows of four little-endian uint16 millivolt values, for A0..A3); a conversion of
+ *   A0 starts the next row; the file repeats. Without SIGNAL: 0 g on X and Y, 1 g
+ *   on Z, 25 C on a TMP36. AVcc is 5000 mV; simavr's conversion is mV * 1023 / 5000.
+ * - EEPROM: loaded from and saved to EEPROM (created when absent), so a board keeps
+ *   its boot counter, key and configuration across runs, as a real one does.
+ * - -b: start in a bootloader (optiboot) as after an external reset, once the host
+ *   sends its first byte (the Uno's DTR auto-reset), so avrdude can upload.
+ * - SIGUSR1 writes STATS while the simulation goes on (a snapshot for benchmarks).
+ * - On SIGTERM or SIGINT the simulation stops, STATS gets a JSON line (cycles,
+ *   cycles asleep, conversions, bytes each way) and RAMDUMP the 2 KiB of SRAM (for the
+ *   stack-painting check). -r paces the simulation to real time (default: as fast as
+ *   the host runs it; the firmware's clock is simulated time either way); -b implies
+ *   -r, since a bootloader's timeouts must run at the uploader's pace.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pty.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "avr_adc.h"
+#include "avr_eeprom.h"
+#include "avr_uart.h"
+#include "sim_avr.h"
+#include "sim_elf.h"
+#include "sim_hex.h"
+
+static volatile sig_atomic_t stop, snapshot;
+static avr_t *avr;
+static int master = -1;
+static int xon = 1;
+static uint64_t sleep_cycles, conversions, bytes_in, bytes_out, bytes_dropped;
+static uint16_t *signal_rows;
+static size_t signal_count, signal_row;
+static uint16_t fixed_row[4] = {1650, 1650, 1980, 750};
+static avr_irq_t *adc_irq;
+static avr_irq_t *uart_in;
+
+static void on_signal(int sig) {
+    if (sig == SIGUSR1)
+        snapshot = 1;
+    else
+        stop = 1;
+}
+
+static void uart_out(struct avr_irq_t *irq, uint32_t value, void *param) {
+    (void)irq;
+    (void)param;
+    uint8_t b = (uint8_t)value;
+    // A host that stopped reading: the pty buffer fills and bytes are dropped, as a
+    // real USB-serial bridge drops what nobody reads.
+    if (write(master, &b, 1) == 1)
+        bytes_out++;
+    else
+        bytes_dropped++;
+}
+
+static void uart_xon(struct avr_irq_t *irq, uint32_t value, void *param) {
+    (void)irq;
+    (void)value;
+    (void)param;
+    xon = 1;
+}
+
+static void uart_xoff(struct avr_irq_t *irq, uint32_t value, void *param) {
+    (void)irq;
+    (void)value;
+    (void)param;
+    xon = 0;
+}
+
+static void adc_trigger(struct avr_irq_t *irq, uint32_t value, void *param) {
+    (void)irq;
+    (void)param;
+    union {
+        avr_adc_mux_t mux;
+        uint32_t v;
+    } e = {.v = value};
+    if (e.mux.kind != ADC_MUX_SINGLE || e.mux.src > 3) return;
+    unsigned ch = e.mux.src;
+    const uint16_t *row = fixed_row;
+    if (signal_count) {
+        if (ch == 0 && conversions) signal_row = (signal_row + 1) % signal_count;
+        row = signal_rows + 4 * signal_row;
+    }
+    if (ch == 0) conversions++;
+    avr_raise_irq(adc_irq + ch, row[ch]);
+}
+
+// Asleep (the firmware's idle loop): count the cycles skipped.
+static int realtime;
+static void on_sleep(avr_t *a, avr_cycle_count_t how_long) {
+    (void)a;
+    sleep_cycles += how_long;
+}
+
+static uint64_t now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000ULL + (uint64_t)ts.tv_nsec / 1000;
+}
+
+// Real-time pacing: never let simulated time run ahead of the wall clock. A
+// bootloader needs it: optiboot gives up after one second, which must be a second
+// of the uploader's time, not a few milliseconds of a fast simulation.
+static uint64_t pace_start_us, pace_start_cycle;
+static void pace(void) {
+    uint64_t sim_us = (avr->cycle - pace_start_cycle) * 1000000ULL / avr->frequency;
+    uint64_t wall_us = now_us() - pace_start_us;
+    if (sim_us > wall_us + 2000) usleep((useconds_t)(sim_us - wall_us));
+}
+
+static void load_signal(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        perror(path);
+        exit(2);
+    }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    signal_count = (size_t)n / 8;
+    if (!signal_count) {
+        fprintf(stderr, "%s: empty signal file\n", path);
+        exit(2);
+    }
+    signal_rows = malloc(signal_count * 8);
+    if (fread(signal_rows, 8, signal_count, f) != signal_count) {
+        perror(path);
+        exit(2);
+    }
+    fclose(f);
+}
+
+static void eeprom_io(const char *path, int save) {
+    avr_eeprom_desc_t d = {.ee = NULL, .offset = 0, .size = 1024};
+    if (save) {
+        avr_ioctl(avr, AVR_IOCTL_EEPROM_GET, &d);
+        FILE *f = fopen(path, "wb");
+        if (f && d.ee) {
+            fwrite(d.ee, 1, d.size, f);
+            fclose(f);
+        }
+        return;
+    }
+    uint8_t buf[1024];
+    FILE *f = fopen(path, "rb");
+    if (!f) return;  // a new board: blank EEPROM (0xFF)
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    d.ee = buf;
+    d.size = (uint32_t)n;
+    avr_ioctl(avr, AVR_IOCTL_EEPROM_SET, &d);
+}
+
+static void write_stats(const char *path, int state) {
+    FILE *f = fopen(path, "w");
+    if (!f) return;
+    fprintf(f,
+            "{\"cycles\": %llu, \"sleep_cycles\": %llu, \"conversions\": %llu, "
+            "\"bytes_in\": %llu, \"bytes_out\": %llu, \"bytes_dropped\": %llu, "
+            "\"state\": %d}\n",
+            (unsigned long long)avr->cycle, (unsigned long long)sleep_cycles,
+            (unsigned long long)conversions, (unsigned long long)bytes_in,
+            (unsigned long long)bytes_out, (unsigned long long)bytes_dropped, state);
+    fclose(f);
+}
+
+static void load_bootloader(const char *path) {
+    ihex_chunk_p chunks = NULL;
+    int n = read_ihex_chunks(path, &chunks);
+    if (n <= 0) {
+        fprintf(stderr, "%s: not an Intel HEX file\n", path);
+        exit(2);
+    }
+    uint32_t start = chunks[0].baseaddr;
+    for (int i = 0; i < n; i++) {
+        memcpy(avr->flash + chunks[i].baseaddr, chunks[i].data, chunks[i].size);
+        if (chunks[i].baseaddr < start) start = chunks[i].baseaddr;
+    }
+    avr->reset_pc = start;  // BOOTRST fuse: reset jumps to the bootloader
+    avr->pc = start;
+}
+
+int main(int argc, char **argv) {
+    const char *fw = NULL, *boot = NULL, *sig = NULL, *eeprom = NULL, *stats = NULL,
+               *ramdump = NULL;
+    int opt;
+    while ((opt = getopt(argc, argv, "f:b:s:e:t:d:r")) != -1) {
+        switch (opt) {
+            case 'f': fw = optarg; break;
+            case 'b': boot = optarg; break;
+            case 's': sig = optarg; break;
+            case 'e': eeprom = optarg; break;
+            case 't': stats = optarg; break;
+            case 'd': ramdump = optarg; break;
+            case 'r': realtime = 1; break;
+            default:
+                fprintf(stderr, "usage: %s -f FW.elf [-b BOOT.hex] [-s SIGNAL] [-e EEPROM] "
+                                "[-t STATS] [-d RAMDUMP] [-r]\n", argv[0]);
+                return 2;
+        }
+    }
+    if (!fw && !boot) {
+        fprintf(stderr, "%s: -f FIRMWARE.elf or -b BOOTLOADER.hex is required\n", argv[0]);
+        return 2;
+    }
+    avr = avr_make_mcu_by_name("atmega328p");
+    if (!avr) {
+        fprintf(stderr, "simavr has no atmega328p\n");
+        return 2;
+    }
+    avr_init(avr);
+    avr->frequency = 16000000;
+    avr->vcc = avr->avcc = avr->aref = 5000;
+    avr->log = 0;
+    if (fw) {
+        elf_firmware_t f;
+        memset(&f, 0, sizeof f);
+        if (elf_read_firmware(fw, &f)) {
+            fprintf(stderr, "%s: cannot read the ELF\n", fw);
+            return 2;
+        }
+        f.frequency = 16000000;
+        strcpy(f.mmcu, "atmega328p");
+        avr_load_firmware(avr, &f);
+    }
+    if (boot) load_bootloader(boot);
+    if (sig) load_signal(sig);
+    if (eeprom) eeprom_io(eeprom, 0);
+    avr->sleep = on_sleep;
+    pace_start_us = now_us();
+
+    int slave;
+    char name[256];
+    if (openpty(&master, &slave, name, NULL, NULL) < 0) {
+        perror("openpty");
+        return 2;
+    }
+    struct termios t;
+    tcgetattr(slave, &t);
+    cfmakeraw(&t);
+    tcsetattr(slave, TCSANOW, &t);
+    fcntl(master, F_SETFL, fcntl(master, F_GETFL) | O_NONBLOCK);
+    printf("%s\n", name);
+    fflush(stdout);
+
+    uint32_t flags = 0;
+    avr_ioctl(avr, AVR_IOCTL_UART_GET_FLAGS('0'), &flags);
+    flags &= ~AVR_UART_FLAG_STDIO;
+    avr_ioctl(avr, AVR_IOCTL_UART_SET_FLAGS('0'), &flags);
+    uart_in = avr_io_getirq(avr, AVR_IOCTL_UART_GETIRQ('0'), UART_IRQ_INPUT);
+    avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_UART_GETIRQ('0'), UART_IRQ_OUTPUT),
+                            uart_out, NULL);
+    avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_UART_GETIRQ('0'), UART_IRQ_OUT_XON),
+                            uart_xon, NULL);
+    avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_UART_GETIRQ('0'), UART_IRQ_OUT_XOFF),
+                            uart_xoff, NULL);
+    adc_irq = avr_io_getirq(avr, AVR_IOCTL_ADC_GETIRQ, 0);
+    avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_ADC_GETIRQ, ADC_IRQ_OUT_TRIGGER),
+                            adc_trigger, NULL);
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    // With a bootloader, hold the MCU in reset until the host speaks (DTR reset),
+    // and keep simulated time at the wall clock's pace.
+    int held = boot != NULL;
+    if (boot) realtime = 1;
+    uint8_t pending[256];
+    size_t npending = 0, ipending = 0;
+    int state = cpu_Running;
+    unsigned long iter = 0;
+    while (!stop) {
+        if ((iter++ & 255) == 0 || held) {
+            if (ipending == npending) {
+                ssize_t n = read(master, pending, sizeof pending);
+                if (n > 0) {
+                    npending = (size_t)n;
+                    ipending = 0;
+                    if (held) {
+                        held = 0;
+                        avr_reset(avr);
+                        avr->pc = avr->reset_pc;
+                        avr->data[0x54] = 0x02;  // MCUSR: EXTRF, an external reset
+                        pace_start_us = now_us();
+                        pace_start_cycle = avr->cycle;
+                    }
+                } else if (held) {
+                    usleep(1000);
+                    continue;
+                }
+            }
+            // Held until the firmware enables its receiver (UCSR0B.RXEN0), as the
+            // Uno's USB-serial chip holds them; simavr would drop them before that.
+            int rx_on = avr->data[0xC1] & (1 << 4);
+            while (xon && rx_on && ipending < npending) {
+                avr_raise_irq(uart_in, pending[ipending++]);
+                bytes_in++;
+            }
+        }
+        if (snapshot) {
+            snapshot = 0;
+            if (stats) write_stats(stats, state);
+        }
+        if (held) continue;
+        if (realtime && (iter & 255) == 1) pace();
+        state = avr_run(avr);
+        if (state == cpu_Done || state == cpu_Crashed) break;
+    }
+    if (eeprom) eeprom_io(eeprom, 1);
+    if (stats) write_stats(stats, state);
+    if (ramdump) {
+        FILE *f = fopen(ramdump, "wb");
+        if (f) {
+            fwrite(avr->data, 1, avr->ramend + 1, f);
+            fclose(f);
+        }
+    }
+    close(slave);
+    close(master);
+    return state == cpu_Crashed ? 1 : 0;
+}
