@@ -50,9 +50,11 @@ flash: $(VENV)
 
 # Long randomized crash run of the outbox (issue 8): a sender worker SIGKILLed 200 times over
 # 200 actions on anvil, then every action checked on chain: mined exactly once, no nonce gap.
+# Then the whole demo (wear over 150 s, every transaction's evidence verified).
 .PHONY: soak
 soak: setup
 	BPIIOT_SOAK_KILLS=200 BPIIOT_SOAK_ACTIONS=200 $(PY) -m pytest -q tests/sbc/chain/test_crash.py -k random_sigkills
+	$(PY) tools/demo.py --duration 150
 
 vectors: $(VENV)
 	$(PY) tools/gen_vectors.py

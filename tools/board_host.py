@@ -15,13 +15,15 @@ Library use::
         ...
     # stop() kills the running process by its PID and closes the pty
 
-CLI: ``python tools/board_host.py [--fs DIR] [--heapsize 192K]`` prints the port and
-runs until interrupted.
+CLI: ``python tools/board_host.py [--fs DIR] [--heapsize 192K] [--signal bearing]
+[--wear-s 120] [--temp-start-c 35] [--temp-rise-c 50]`` prints the port and runs until
+interrupted (SIGINT or SIGTERM; its temporary files are removed either way).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pty
 import shutil
@@ -79,6 +81,32 @@ def run_script(
     if proc.returncode != 0:
         raise RuntimeError(f"micropython exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout
+
+
+def signal_config(
+    kind: str = "bearing",
+    *,
+    wear_s: float = 600.0,
+    temp_start_c: float = 35.0,
+    temp_rise_c: float = 0.0,
+    seed: int = 1,
+) -> dict[str, object]:
+    """The board's ``bpiiot.json`` for a simulated machine.
+
+    ``kind``: the accelerometer signal (bearing, sine, sweep, noise); ``wear_s``: seconds
+    until the bearing is worn (its vibration grows as (t / wear_s)^2); the temperature
+    starts at ``temp_start_c`` and rises linearly by ``temp_rise_c`` over ``wear_s``.
+    """
+    return {
+        "sensor": {
+            "accel": "signal",
+            "signal": {"kind": kind, "seed": seed, "life_s": max(1, round(wear_s))},
+            "temp": "signal",
+            "cdeg": round(temp_start_c * 100),
+            "rise_cdeg": round(temp_rise_c * 100),
+            "life_s": max(1, round(wear_s)),
+        }
+    }
 
 
 class BoardHost:
@@ -276,8 +304,31 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--fs", help="board filesystem directory (default: a temporary copy)")
     ap.add_argument("--heapsize", default="192K", help="MicroPython heap (default 192K)")
+    ap.add_argument(
+        "--signal",
+        choices=("bearing", "sine", "sweep", "noise"),
+        help="simulated accelerometer signal (default: the firmware's own config)",
+    )
+    ap.add_argument("--wear-s", type=float, default=600.0, help="seconds until the bearing is worn")
+    ap.add_argument("--temp-start-c", type=float, default=35.0, help="starting temperature, C")
+    ap.add_argument("--temp-rise-c", type=float, default=0.0, help="rise over --wear-s, C")
+    ap.add_argument("--seed", type=int, default=1, help="noise seed")
     args = ap.parse_args(argv)
     host = BoardHost(args.fs, heapsize=args.heapsize)
+    if args.signal:
+        cfg = signal_config(
+            args.signal,
+            wear_s=args.wear_s,
+            temp_start_c=args.temp_start_c,
+            temp_rise_c=args.temp_rise_c,
+            seed=args.seed,
+        )
+        (host.fs_dir / "bpiiot.json").write_text(json.dumps(cfg))
+
+    def on_term(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # unwinds into the finally below: files removed
+
+    signal.signal(signal.SIGTERM, on_term)
     port = host.start()
     print(port, flush=True)
     print(f"board filesystem: {host.fs_dir}; stderr: {host.log_path}", file=sys.stderr)

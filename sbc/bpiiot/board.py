@@ -91,8 +91,9 @@ class Board:
     def __init__(self, link: Link, *, timeout_s: float = 2.0) -> None:
         self.link = link
         self.timeout_s = timeout_s
-        self.hello: m.Hello | None = None
+        self._hello: m.Hello | None = None
         self.hello_session: int | None = None
+        """The boot session (frame header) of the last hello."""
         self._cmd_lock = threading.Lock()
         self._pending: _Pending | None = None
         self._hello_event = threading.Event()
@@ -121,6 +122,16 @@ class Board:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def hello(self) -> m.Hello | None:
+        """The board's last :class:`~bpiiot.messages.Hello` (None before the first):
+        board id, firmware and protocol versions, capabilities, boot counter."""
+        return self._hello
+
+    @hello.setter
+    def hello(self, value: m.Hello | None) -> None:
+        self._hello = value
 
     @property
     def stats(self) -> LinkStats:
@@ -256,7 +267,12 @@ class Board:
         need = _CAPS.get(type(message))
         if need and self.hello is not None and not self.hello.capabilities & need:
             raise Unsupported(f"board {self.hello.board_id} cannot {message.NAME}")
-        pending = self._transact(self.link.encoder.encode, message, expect, on_ack, message.NAME)
+
+        def build(enc: wire.FrameEncoder) -> tuple[int, bytes]:
+            data = enc.encode(message)
+            return enc.seq, data
+
+        pending = self._transact(build, expect, on_ack, message.NAME)
         if self._unsupported:
             raise UnsupportedProtocol(self._unsupported)
         if pending.nack is not None:
@@ -280,42 +296,42 @@ class Board:
         current ones; ``key=True`` tags with the link's key, None sends untagged,
         bytes tags with that key. Raises :class:`CommandTimeout` if nothing answers.
         """
-        link = self.link
 
-        def build(_: m.Message) -> bytes:
-            use = seq if seq is not None else (link.encoder.seq + 1) & wire.U32
+        def build(enc: wire.FrameEncoder) -> tuple[int, bytes]:
+            use = seq if seq is not None else (enc.seq + 1) & wire.U32
             if seq is None:
-                link.encoder.seq = use
-            enc = link.encoder
+                enc.seq = use
             if key is not True:
                 enc = wire.FrameEncoder(from_host=True, key=key or None, session=enc.session)
-            return enc.encode_raw(type_, payload, use, session)
+            return use, enc.encode_raw(type_, payload, use, session)
 
-        ref = seq if seq is not None else (link.encoder.seq + 1) & wire.U32
-        pending = self._transact(build, m.Ping(), None, None, f"type 0x{type_:02x}", ref)
+        pending = self._transact(build, None, None, f"type 0x{type_:02x}")
         if pending.nack is not None:
             return pending.nack
         return m.Ack(pending.seq)
 
     def _transact(
         self,
-        build: Callable[[m.Message], bytes],
-        message: m.Message,
+        build: Callable[[wire.FrameEncoder], tuple[int, bytes]],
         expect: type[m.Message] | None,
         on_ack: Callable[[], None] | None,
         what: str,
-        ref_seq: int | None = None,
     ) -> _Pending:
         with self._cmd_lock:
-            with self.link._write_lock:
-                seq = ref_seq if ref_seq is not None else (self.link.encoder.seq + 1) & wire.U32
+            registered: list[_Pending] = []
+
+            def register(seq: int) -> None:
+                # Before the write: the ack may come back before send_with returns.
                 pending = _Pending(seq, expect, on_ack)
+                registered.append(pending)
                 self._pending = pending
-                try:
-                    self.link._write(build(message), frames=1)
-                except BaseException:
-                    self._pending = None
-                    raise
+
+            try:
+                self.link.send_with(build, register)
+            except BaseException:
+                self._pending = None
+                raise
+            pending = registered[0]
             try:
                 if not pending.done.wait(self.timeout_s):
                     raise CommandTimeout(
@@ -359,10 +375,8 @@ class Board:
             log.info("board %s rebooted: session %d", hello.board_id, frame.session)
         self.hello = hello
         self.hello_session = frame.session
-        enc = self.link.encoder
-        enc.session = frame.session
         # Continue above what the board last accepted (an SBC restart starts at 0).
-        enc.seq = max(enc.seq, hello.last_host_seq)
+        self.link.adopt_session(frame.session, hello.last_host_seq)
         self._hello_event.set()
 
     def _on_reconnect(self) -> None:

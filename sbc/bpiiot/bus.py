@@ -51,6 +51,8 @@ class FrameEvent:
     frame: wire.Frame
     received: float = field(default_factory=time.time)
     """When the SBC received it (Unix time, seconds)."""
+    raw: bytes = b""
+    """The frame as verified (COBS-encoded, no delimiter): kept as evidence, re-verifiable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +185,49 @@ class Subscription:
                     self._stats.delivered += 1
 
 
+class RawRecorder(wire.FrameVerifier):
+    """Wraps a link's verifier to remember the bytes of the frame it verified last.
+
+    The link calls its subscribers right after verifying each frame, on the read thread,
+    so ``last_raw`` is the raw form of the frame being delivered. Every other attribute
+    and method is the wrapped verifier's (key changes, replay state, counters).
+    """
+
+    def __init__(self, inner: wire.FrameVerifier) -> None:  # no super(): a pure wrapper
+        self.__dict__["_inner"] = inner
+        self.__dict__["last_raw"] = b""
+
+    @classmethod
+    def install(cls, link: Link) -> RawRecorder:
+        """Wrap ``link.verifier`` (once) and return the wrapper."""
+        if not isinstance(link.verifier, RawRecorder):
+            link.verifier = cls(link.verifier)
+        return link.verifier
+
+    def verify(self, encoded: bytes | memoryview) -> wire.Frame:
+        """Verify with the wrapped verifier and keep a copy of ``encoded``."""
+        inner: wire.FrameVerifier = self.__dict__["_inner"]
+        frame = inner.verify(encoded)
+        self.__dict__["last_raw"] = bytes(encoded)
+        return frame
+
+    def set_key(self, key: bytes | None) -> None:
+        """Set the wrapped verifier's key."""
+        inner: wire.FrameVerifier = self.__dict__["_inner"]
+        inner.set_key(key)
+
+    def forget(self) -> None:
+        """Forget the wrapped verifier's replay state."""
+        inner: wire.FrameVerifier = self.__dict__["_inner"]
+        inner.forget()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["_inner"], name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self.__dict__["_inner"], name, value)
+
+
 class Bus:
     """Fans out verified frames and service events to listeners (thread-safe)."""
 
@@ -215,9 +260,9 @@ class Bus:
         if sub is not None:
             sub.close(timeout_s)
 
-    def publish_frame(self, board: str, frame: wire.Frame) -> None:
+    def publish_frame(self, board: str, frame: wire.Frame, raw: bytes = b"") -> None:
         """Hand a verified frame from ``board`` to every listener; never blocks."""
-        self._put(FrameEvent(board, frame))
+        self._put(FrameEvent(board, frame, time.time(), raw))
 
     def publish_event(self, kind: str, data: dict[str, Any], board: str | None = None) -> None:
         """Hand a service event to every listener; never blocks."""
@@ -230,10 +275,11 @@ class Bus:
             sub.put(item)
 
     def attach(self, board: str, link: Link) -> None:
-        """Publish every frame ``link`` verifies as coming from ``board``."""
+        """Publish every frame ``link`` verifies as coming from ``board`` (with its raw bytes)."""
+        recorder = RawRecorder.install(link)
 
         def forward(frame: wire.Frame) -> None:
-            self.publish_frame(board, frame)
+            self.publish_frame(board, frame, recorder.last_raw)
 
         with self._lock:
             if board in self._links:

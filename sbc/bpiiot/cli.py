@@ -21,11 +21,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Each area registers its own sub-commands; modules are imported lazily so that
     # `bpiiot --help` stays fast and a board-only install does not need web3.
-    from bpiiot import cli_chain, cli_flash, cli_link, cli_web
+    from bpiiot import cli_chain, cli_flash, cli_link, cli_service, cli_web
 
     cli_link.register(sub)
     cli_flash.register(sub)
     cli_chain.register(sub)
+    cli_service.register(sub)
     cli_web.register(sub)
     return parser
 

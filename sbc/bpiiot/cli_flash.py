@@ -55,6 +55,24 @@ def _printer(quiet: bool) -> flash_mod.ProgressCallback:
 def cmd_flash(args: argparse.Namespace) -> int:
     """Deploy the firmware and wait for the board's hello."""
     key = _read_key(args)
+    from bpiiot.service import ServiceClient
+
+    # A running service owns the port: ask it to let go for the copy, take it back after.
+    owner = ServiceClient.for_port(args.port)
+    if owner is not None:
+        client, board = owner
+        client.request({"cmd": "release", "board": board})
+        print(f"service released {args.port} (board {board}) for flashing")
+        try:
+            return _flash(args, key)
+        finally:
+            client.request({"cmd": "resume", "board": board})
+            client.close()
+            print(f"service resumed {args.port}")
+    return _flash(args, key)
+
+
+def _flash(args: argparse.Namespace, key: bytes | None) -> int:
     result = flash_mod.flash(
         args.port,
         arch=args.arch,

@@ -147,7 +147,12 @@ def _line(frame_msg: m.Message, seq: int, session: int, authenticated: bool) -> 
 def cmd_monitor(args: argparse.Namespace) -> int:
     """Print verified frames until interrupted (or --count / --seconds)."""
     from bpiiot.board import connect
+    from bpiiot.service import ServiceClient
 
+    found = ServiceClient.for_port(args.url)
+    if found is not None:
+        # A running service owns the port: read its stream instead (like gpsd's clients).
+        return _monitor_service(args, *found)
     key = load_link_key(args.key_file, insecure_permissions=args.insecure_permissions)
     board = connect(args.url, key=key, baudrate=args.baud, timeout_s=args.timeout)
     hello = board.hello
@@ -193,6 +198,45 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         pass
     stats = board.stats.as_dict()
     print(json.dumps({"link": stats}) if args.json else f"-- link {json.dumps(stats)}", file=out)
+    return 0
+
+
+def _monitor_service(args: argparse.Namespace, client: Any, board: str) -> int:
+    """``monitor`` through the service's socket: the same lines, from its stream."""
+    out = sys.stdout
+    if not args.json:
+        print(f"board {board} on {args.url} (through the running service)", file=out)
+    client.request({"cmd": "watch", "frames": True, "events": False})
+    reports = 0
+    start = time.monotonic()
+    try:
+        for obj in client.stream(idle_s=0.5):
+            if args.seconds and time.monotonic() - start >= args.seconds:
+                break
+            if obj.get("kind") != "frame" or obj.get("board") != board:
+                continue
+            msg = obj["message"]
+            if args.json:
+                rec = {
+                    "session": obj["session"],
+                    "seq": obj["seq"],
+                    "authenticated": obj["authenticated"],
+                    **msg,
+                }
+                print(json.dumps(rec), file=out, flush=True)
+            else:
+                fields = " ".join(f"{k}={v}" for k, v in msg.items() if k != "kind")
+                tag = " [mac]" if obj["authenticated"] else ""
+                line = f"{obj['session']}:{obj['seq']:<6} {msg['kind']:<7}{tag} {fields}"
+                print(line, file=out, flush=True)
+            if msg["kind"] == "report":
+                reports += 1
+                if args.count and reports >= args.count:
+                    break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.close()
     return 0
 
 

@@ -68,7 +68,7 @@ class WalletConfig:
 
 SECTIONS: dict[str, type[Any]] = {"chain": ChainConfig, "wallet": WalletConfig}
 #: Sections other layers will register; kept raw (not an error) until they do.
-RESERVED_SECTIONS = {"link"}
+RESERVED_SECTIONS = {"link", "board", "rule", "store", "service", "controller"}
 
 
 def register_section(name: str, cls: type[Any]) -> None:
@@ -137,6 +137,11 @@ def _build(cls: type[Any], table: Any, name: str, path: Path) -> Any:
     return cls(**values)
 
 
+def build_section(cls: type[Any], table: Any, name: str, path: Path) -> Any:
+    """Build dataclass ``cls`` from a TOML table, strictly (unknown keys and types refused)."""
+    return _build(cls, table, name, path)
+
+
 def parse(text: str, path: Path) -> Config:
     """Parse config ``text`` (``path`` is for messages)."""
     try:
@@ -187,7 +192,16 @@ def _toml_value(value: Any, where: str) -> str:
         return f'"{escaped}"'
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v, where) for v in value) + "]"
+    if isinstance(value, dict):
+        items = ", ".join(f"{_toml_key(k)} = {_toml_value(v, where)}" for k, v in value.items())
+        return "{ " + items + " }" if items else "{}"
     raise ConfigError(f"{where}: cannot write a {type(value).__name__} to TOML")
+
+
+def _toml_key(key: str) -> str:
+    if key and all(c.isalnum() or c in "-_" for c in key):
+        return key
+    return _toml_value(key, "key")
 
 
 def _table(name: str, values: dict[str, Any]) -> str:
@@ -206,6 +220,12 @@ def dumps(config: Config) -> str:
         _table("wallet", dataclasses.asdict(config.wallet)),
     ]
     for name, section in config.extra.items():
+        if isinstance(section, list):
+            # An array of tables ([[board]], [[rule]]).
+            for item in section:
+                body = _table(name, dict(item)).split("\n", 1)[1]
+                parts.append(f"[[{name}]]\n{body}")
+            continue
         is_instance = dataclasses.is_dataclass(section) and not isinstance(section, type)
         values = dataclasses.asdict(section) if is_instance else section
         parts.append(_table(name, dict(values)))

@@ -56,6 +56,15 @@ class LinkStats:
         """All frames dropped, whatever the reason."""
         return sum(self.dropped.values())
 
+    def snapshot(self) -> dict[str, Any]:
+        """:meth:`as_dict`, safe to call from any thread while the read thread counts."""
+        for _ in range(10):
+            try:
+                return self.as_dict()
+            except RuntimeError:  # a new drop reason was added while copying: again
+                continue
+        return self.as_dict()
+
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly snapshot."""
         return {
@@ -184,6 +193,31 @@ class Link:
         with self._write_lock:
             self._write(self.encoder.encode(message), frames=1)
             return self.encoder.seq
+
+    def send_with(
+        self,
+        build: Callable[[wire.FrameEncoder], tuple[int, bytes]],
+        before_write: Callable[[int], None] | None = None,
+    ) -> int:
+        """Build a frame with this link's encoder and write it, atomically with other sends.
+
+        ``build(encoder)`` returns ``(seq, frame bytes)``; ``before_write(seq)`` runs under
+        the same lock just before the write (e.g. to register who waits for the ack, so an
+        answer can never arrive before anyone listens). Returns the sequence number.
+        """
+        with self._write_lock:
+            seq, data = build(self.encoder)
+            if before_write is not None:
+                before_write(seq)
+            self._write(data, frames=1)
+            return seq
+
+    def adopt_session(self, session: int, last_host_seq: int) -> None:
+        """Send in the board's ``session`` from now on, continuing above ``last_host_seq``
+        (the board refuses a host sequence number it has already seen)."""
+        with self._write_lock:
+            self.encoder.session = session
+            self.encoder.seq = max(self.encoder.seq, last_host_seq)
 
     def send_raw(self, data: bytes) -> None:
         """Write bytes as they are (conformance tests, resynchronisation)."""
