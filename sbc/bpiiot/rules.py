@@ -301,6 +301,7 @@ def rule_from_table(table: dict[str, Any]) -> Rule:
         "output",
         "value",
         "message",
+        "enabled",
     }
     name = table.get("name")
     if not isinstance(name, str):
@@ -385,6 +386,8 @@ def rule_from_table(table: dict[str, Any]) -> Rule:
         params["value"] = int(get("value", (int, bool), 1))
     if "message" in table:
         params["message"] = str(table["message"])
+    if not isinstance(table.get("enabled", True), bool):
+        raise RuleError(f"rule {name}: enabled must be true or false", "enabled")
     boards = table.get("boards", [])
     if not isinstance(boards, list) or not all(isinstance(b, str) for b in boards):
         raise RuleError(f"rule {name}: boards must be a list of board names", "boards")
@@ -406,14 +409,19 @@ def rule_from_table(table: dict[str, Any]) -> Rule:
 
 
 def rules_from_config(tables: Iterable[dict[str, Any]]) -> list[Rule]:
-    """Build every ``[[rule]]``; names must be unique."""
+    """Build every ``[[rule]]``; names must be unique. A rule with ``enabled = false`` is
+    checked like the others but not returned: it stays in the file and evaluates nothing."""
     rules: list[Rule] = []
     errors: dict[str, str] = {}
+    disabled: set[str] = set()
     for i, table in enumerate(tables):
         try:
             if not isinstance(table, dict):
                 raise RuleError("a rule must be a table")
-            rules.append(rule_from_table(table))
+            rule = rule_from_table(table)
+            rules.append(rule)
+            if table.get("enabled", True) is False:
+                disabled.add(rule.name)
         except RuleError as exc:
             errors[f"{i}.{exc.field}"] = str(exc)
     if errors:
@@ -424,7 +432,7 @@ def rules_from_config(tables: Iterable[dict[str, Any]]) -> list[Rule]:
         first = names.index(sorted(dup)[0], names.index(sorted(dup)[0]) + 1)
         message = f"rule names must be unique: {', '.join(sorted(dup))}"
         raise RuleError(message, "name", {f"{first}.name": message})
-    return rules
+    return [r for r in rules if r.name not in disabled]
 
 
 # -- evaluation ------------------------------------------------------------------------------

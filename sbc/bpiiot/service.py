@@ -232,10 +232,11 @@ class BridgeComponent:
 
 
 def register_sections() -> None:
-    """Let a config file carry the tables of the bridge (``[bridge]``) and the SBC's GPIO
-    (``[gpio]``): they are typed by their own modules."""
+    """Let a config file carry the tables of the bridge (``[bridge]``), the SBC's GPIO
+    (``[gpio]``) and the device manager (``[web]``): they are typed by their own modules."""
     import bpiiot.bridge.config
-    import bpiiot.outputs_blinka  # noqa: F401
+    import bpiiot.outputs_blinka
+    import bpiiot.web.config  # noqa: F401
 
 
 class RulesHandle:
@@ -386,6 +387,21 @@ class Service:
             from bpiiot.bridge import Bridge
 
             self.add_component(BridgeComponent(Bridge(bridge, boards=self._board_of)))
+        web = config.extra.get("web")
+        if web is not None:
+            # Built now so that a missing password fails at start-up, not at the first page.
+            from bpiiot.web.adapter import service_view
+            from bpiiot.web.server import WebComponent
+
+            self.add_component(
+                WebComponent(
+                    host=web.host,
+                    port=web.port,
+                    password_file=web.password_path(),
+                    require_login=web.require_login,
+                    adapt=service_view,
+                )
+            )
         self.rules = RulesHandle(self)
         self.socket_path = Path(socket_path or self.settings.socket).expanduser()
         self._server: SocketServer | None = None

@@ -522,3 +522,50 @@ edge_node_id = "sbc-1"
     finally:
         host.stop()
         broker.kill()
+
+
+def test_a_web_table_serves_the_device_manager_inside_the_service(tmp_path: Path) -> None:
+    import urllib.request
+
+    from bpiiot.service import register_sections
+    from bpiiot.web.auth import PasswordError
+    from bpiiot.web.server import WebComponent
+    from tests.e2e.mqtt_broker import free_port
+
+    port = free_port()
+    host = start_board(wear_s=600)
+    try:
+        base = f"""
+[[board]]
+name = "press-1"
+url = "{host.port}"
+[store]
+path = "{tmp_path / "store.sqlite"}"
+[service]
+socket = "{tmp_path / "s.sock"}"
+[wallet]
+keystore = "{tmp_path / "no-wallet.json"}"
+"""
+        register_sections()
+        # Bound beyond loopback with no password ever set: refused before anything starts.
+        (tmp_path / "open.toml").write_text(
+            base + f'[web]\nhost = "0.0.0.0"\nport = {port}\n'
+            f'password_file = "{tmp_path / "none"}"\n'
+        )
+        with pytest.raises(PasswordError, match="bpiiot web passwd"):
+            Service.from_config(tmp_path / "open.toml")
+        (tmp_path / "config.toml").write_text(base + f"[web]\nport = {port}\n")
+        svc = Service.from_config(tmp_path / "config.toml")
+        (component,) = svc.components
+        assert isinstance(component, WebComponent)
+        assert component.host == "127.0.0.1"
+        with svc:
+            wait_until(lambda: svc.store.reports_since("press-1", 0), 30, "a stored report")
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
+                page = r.read().decode()
+            assert r.status == 200 and "press-1" in page
+        # Stopped with the service: the port no longer answers.
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+    finally:
+        host.stop()

@@ -284,6 +284,23 @@ def test_invalid_tables_are_reported_by_index_and_key() -> None:
     assert set(err.value.errors) == {"1.name"}
 
 
+def test_a_disabled_rule_is_checked_kept_in_the_tables_and_evaluates_nothing() -> None:
+    good = {"name": "a", "field": "zone", "threshold": "D"}
+    off = {"name": "b", "field": "zone", "threshold": "C", "enabled": False}
+    assert [r.name for r in rules_from_config([good, off])] == ["a"]
+    assert [r.name for r in rules_from_config([good, {**off, "enabled": True}])] == ["a", "b"]
+    # Switched off, it is still validated: a broken rule is not hidden by disabling it.
+    with pytest.raises(RuleError) as err:
+        rules_from_config([good, {**off, "threshold": 3}])
+    assert set(err.value.errors) == {"1.threshold"}
+    with pytest.raises(RuleError) as err:
+        rules_from_config([good, {**off, "enabled": "no"}])
+    assert set(err.value.errors) == {"1.enabled"}
+    # Two rules of one name stay an error even when one is off.
+    with pytest.raises(RuleError, match="unique"):
+        rules_from_config([good, {**good, "enabled": False}])
+
+
 def test_store_reads_back_reports_and_incidents_with_their_frames(store: Store) -> None:
     engine = RuleEngine([vib_rule(count=2, of=2)], store)
     feed = Feed()

@@ -124,7 +124,8 @@ def rule_fields(
                 "index": i,
                 "name": str(rule.get("name", f"rule {i + 1}")),
                 "enabled": bool(rule.get("enabled", True)),
-                "can_toggle": isinstance(rule.get("enabled"), bool),
+                # Every rule can be switched off (`enabled = false` keeps it in the file).
+                "can_toggle": isinstance(rule.get("enabled", True), bool),
                 "fields": fields,
             }
         )
