@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from bpiiot import flash as flash_mod
+from bpiiot.cli_link import add_insecure_permissions, int_range, positive_float
 from bpiiot.errors import BpiiotError
 from bpiiot.files import read_link_key
 
@@ -19,7 +20,10 @@ from bpiiot.files import read_link_key
 def _read_key(args: argparse.Namespace) -> bytes | None:
     text: str | None = None
     if args.key_file:
-        return read_link_key(args.key_file, env=None)  # the one loader of every command
+        # The one loader of every command: hex only, refused when others can read it.
+        return read_link_key(
+            args.key_file, env=None, insecure_permissions=args.insecure_permissions
+        )
     elif args.key_env:
         text = os.environ.get(args.key_env)
         if text is None:
@@ -123,10 +127,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys.add_argument("--key-file", help="file holding the MAC key in hex")
     keys.add_argument("--key-env", help="environment variable holding the MAC key in hex")
     keys.add_argument("--clear-key", action="store_true", help="remove the board's MAC key")
-    p.add_argument("--sample-rate", type=int, help="sample rate in Hz to configure")
+    add_insecure_permissions(p)
+    p.add_argument("--sample-rate", type=int_range(1, 65535), help="sample rate in Hz to configure")
     p.add_argument(
         "--watchdog-ms",
-        type=int,
+        type=int_range(0, 3_600_000),
         help="board watchdog timeout (default 8000 on real boards, off on the Unix port; 0: off)",
     )
     p.add_argument(
@@ -134,9 +139,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="no soft reset when entering the raw REPL (needed for the Unix port on a pty)",
     )
-    p.add_argument("--baud", type=int, default=115200, help="baud rate (default 115200)")
+    p.add_argument("--baud", type=int_range(1), default=115200, help="baud rate (default 115200)")
     p.add_argument("--no-wait", action="store_true", help="do not wait for the board's hello")
-    p.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for hello")
+    p.add_argument("--timeout", type=positive_float, default=15.0, help="seconds to wait for hello")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_flash)
 

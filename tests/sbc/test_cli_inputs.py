@@ -43,6 +43,10 @@ def _error(capsys: pytest.CaptureFixture[str]) -> str:
         (["conformance", "loop://", "--output-pin", "256"], "--output-pin: must be 0..255"),
         (["conformance", "loop://", "--timeout", "0"], "--timeout: must be above 0, got 0"),
         (["wallet", "new", "--kdf-iterations", "0"], "--kdf-iterations: must be 2 or more"),
+        (["flash", "loop://", "--timeout", "-1"], "--timeout: must be above 0, got -1"),
+        (["flash", "loop://", "--baud", "0"], "--baud: must be 1 or more, got 0"),
+        (["flash", "loop://", "--sample-rate", "0"], "--sample-rate: must be 1..65535, got 0"),
+        (["flash", "loop://", "--watchdog-ms", "-1"], "--watchdog-ms: must be 0..3600000"),
         (
             [
                 "contracts",
@@ -73,7 +77,7 @@ def _secret(path: Path, data: bytes, mode: int = 0o600) -> Path:
     return path
 
 
-@pytest.mark.parametrize("command", ["monitor", "conformance"])
+@pytest.mark.parametrize("command", ["monitor", "conformance", "flash"])
 def test_link_key_files(
     command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
 ) -> None:
@@ -97,6 +101,8 @@ def test_link_key_files(
     out = capsys.readouterr()
     if command == "monitor":
         assert code == 1 and "cannot open" in out.err
+    elif command == "flash":
+        assert code == 1 and "no such port" in out.err
     else:  # the conformance report names the port it could not open
         assert code == 1 and "cannot open" in out.out
 
