@@ -36,7 +36,12 @@ class LinkError(BpiiotError):
 
 @dataclass
 class LinkStats:
-    """Counters of one link since it was created."""
+    """Counters of one link since it was created.
+
+    The read thread and writers update them under :attr:`lock`; :meth:`snapshot` reads
+    them under it too, so a snapshot taken from another thread is consistent (a frame
+    counted as verified is never missing from ``bytes_in``).
+    """
 
     bytes_in: int = 0
     bytes_out: int = 0
@@ -50,6 +55,8 @@ class LinkStats:
     internal_errors: Counter[str] = field(default_factory=Counter)
     """Exceptions the read thread survived, by where they happened (``verify``,
     ``deframe``, ``read``, ``on_connect``); each is logged with its traceback."""
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    """Held while counters change and while :meth:`snapshot` copies them."""
 
     @property
     def frames_dropped(self) -> int:
@@ -57,13 +64,9 @@ class LinkStats:
         return sum(self.dropped.values())
 
     def snapshot(self) -> dict[str, Any]:
-        """:meth:`as_dict`, safe to call from any thread while the read thread counts."""
-        for _ in range(10):
-            try:
-                return self.as_dict()
-            except RuntimeError:  # a new drop reason was added while copying: again
-                continue
-        return self.as_dict()
+        """:meth:`as_dict`, consistent across fields, from any thread while the link counts."""
+        with self.lock:
+            return self.as_dict()
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly snapshot."""
@@ -232,8 +235,10 @@ class Link:
             port.write(data)
         except (serial.SerialException, OSError) as exc:
             raise LinkError(f"{self.url}: write failed: {exc}") from None
-        self.stats.bytes_out += len(data)
-        self.stats.frames_sent += frames
+        stats = self.stats
+        with stats.lock:
+            stats.bytes_out += len(data)
+            stats.frames_sent += frames
 
     # -- reading -----------------------------------------------------------------
 
@@ -249,7 +254,9 @@ class Link:
         stopped; on the read thread they are counted like any other error.
         """
         stats = self.stats
-        stats.bytes_in += len(data)
+        lock = stats.lock
+        with lock:
+            stats.bytes_in += len(data)
         deframer = self._deframer
         before = deframer.oversize
         try:
@@ -259,13 +266,17 @@ class Link:
             self._deframer = wire.Deframer()
             return
         if deframer.oversize != before:
-            stats.dropped["oversize"] += deframer.oversize - before
+            with lock:
+                stats.dropped["oversize"] += deframer.oversize - before
         verifier = self.verifier
         for chunk in chunks:
             try:
                 frame = verifier.verify(chunk)
             except wire.FrameError as exc:
-                stats.dropped[exc.reason] += 1
+                with lock:
+                    stats.dropped[exc.reason] += 1
+                    stats.gaps = verifier.gaps
+                    stats.reboots = verifier.reboots
                 log.debug("dropped frame: %s", exc)
                 if exc.reason == "version":
                     self.foreign_version = exc.detail
@@ -273,26 +284,30 @@ class Link:
                     self._warn_replay()
                 continue
             except BaseException as exc:
-                stats.dropped["internal"] += 1
+                with lock:
+                    stats.dropped["internal"] += 1
                 self._survive(exc, "verify")
                 continue
-            stats.frames_ok += 1
+            with lock:
+                stats.frames_ok += 1
+                stats.gaps = verifier.gaps
+                stats.reboots = verifier.reboots
             for sub in tuple(self._subscribers):
                 try:
                     sub(frame)
                 except BaseException as exc:
                     if _must_propagate(exc):
                         raise
-                    stats.subscriber_errors += 1
+                    with lock:
+                        stats.subscriber_errors += 1
                     log.exception("subscriber %r failed", sub)
-        stats.gaps = verifier.gaps
-        stats.reboots = verifier.reboots
 
     def _survive(self, exc: BaseException, where: str) -> None:
         # Log and count an unexpected exception, or re-raise a main-thread interrupt.
         if _must_propagate(exc):
             raise exc
-        self.stats.internal_errors[where] += 1
+        with self.stats.lock:
+            self.stats.internal_errors[where] += 1
         log.error("%s: %s failed; the link goes on", self.url, where, exc_info=exc)
 
     _replay_warned = 0.0
@@ -326,7 +341,8 @@ class Link:
                     delay = min(delay * 2, self.max_backoff_s)
                     continue
                 delay = self.backoff_s
-                self.stats.reconnects += 1
+                with self.stats.lock:
+                    self.stats.reconnects += 1
                 self._deframer = wire.Deframer()
                 self._connected.set()
                 log.warning("%s: port is back, link resumed", self.url)

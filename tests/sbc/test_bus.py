@@ -178,3 +178,30 @@ def test_report_flags_name_why_a_window_is_not_representative() -> None:
     assert m.Report.from_payload(flagged.to_payload()) == flagged
     with pytest.raises(m.SchemaError, match=r"13 elements \(14 with flags\), got 15"):
         m.Report.from_payload([*report(1).to_payload(), 1, 1])
+
+
+def test_link_stats_snapshot_is_consistent_and_safe_inside_a_subscriber() -> None:
+    seen: list[dict[str, object]] = []
+    done = threading.Event()
+    enc = wire.FrameEncoder(from_host=False, session=4)
+    with Link("loop://", reconnect=False) as link:
+
+        def sub(frame: wire.Frame) -> None:
+            # On the read thread, between two frames: the lock must not be held here.
+            seen.append(link.stats.snapshot())
+            if frame.seq == 50:
+                done.set()
+
+        link.subscribe(sub)
+        sizes = []
+        for seq in range(1, 51):
+            data = enc.encode(report(seq))
+            sizes.append(len(data))
+            link.send_raw(data)
+        assert done.wait(10)
+    # Each snapshot already counts the frame being delivered and every byte before it.
+    assert [s["frames_ok"] for s in seen] == list(range(1, 51))
+    for n, s in enumerate(seen, start=1):
+        assert isinstance(s["bytes_in"], int) and s["bytes_in"] >= sum(sizes[:n])
+    final = link.stats.snapshot()
+    assert final["bytes_in"] == final["bytes_out"] == sum(sizes)
