@@ -596,6 +596,11 @@ def _suite(r: _Runner, key: bytes | None, report_timeout_s: float, reboot: bool)
         "set_output value true": (m.SetOutput.TYPE, b"\x82\x01\xf5"),
         "set_config with a float": (m.SetConfig.TYPE, cbor2.dumps({1: 3200.0})),
         "set_config with keys out of order": (m.SetConfig.TYPE, bytes.fromhex("a20318640119 0c80")),
+        "set_config with a repeated key": (
+            m.SetConfig.TYPE,
+            bytes.fromhex("a201190c8001190c80"),
+        ),
+        "set_output as an indefinite-length array": (m.SetOutput.TYPE, b"\x9f\x01\x01\xff"),
     }
     for what, (t, payload) in malformed.items():
 
