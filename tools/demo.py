@@ -17,6 +17,7 @@ import json
 import logging
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -121,12 +122,28 @@ class Printer(Listener):
             print(f"  >> {d['text']}", flush=True)
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--node", help="external node URL (default: start a local anvil)")
     ap.add_argument("--port", help="a real board's port or URL (default: firmware on a pty)")
     ap.add_argument(
         "--duration", type=float, default=120.0, help="seconds until the bearing is worn"
+    )
+    ap.add_argument(
+        "--web-port",
+        type=int,
+        default=8080,
+        help="serve the device manager on 127.0.0.1:PORT while the demo runs (0: off; "
+        "skipped when the port is taken)",
     )
     args = ap.parse_args(argv)
 
@@ -165,6 +182,13 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_mod.load(env.config_path)
         cfg.extra["board"] = [{"name": "press-1", "url": port}]
         config_mod.save(cfg)
+        if args.web_port and _port_free(args.web_port):
+            from bpiiot.web.config import WebConfig
+
+            cfg.extra["web"] = WebConfig(port=args.web_port)  # loopback: no login needed
+            print(f"device manager: http://127.0.0.1:{args.web_port}/ (while the demo runs)")
+        elif args.web_port:
+            print(f"device manager: port {args.web_port} is taken, not served (--web-port)")
         service = Service(cfg, signer=unlock_from_config(cfg.wallet))
         service.bus.subscribe(printer, name="demo")
         service.start()
