@@ -28,6 +28,10 @@ ISR(USART_RX_vect) {
     uint8_t b = UDR0;
     if ((uint8_t)(rx_head - rx_tail) >= RX_SIZE) {
         rx_lost++;
+        // Keep frame boundaries: a delimiter takes the place of the newest (unread)
+        // byte, so the damaged frame is refused and counted on its own instead of
+        // merging with the next one.
+        if (b == 0) rx_buf[(uint8_t)(rx_head - 1) % RX_SIZE] = 0;
         return;
     }
     rx_buf[rx_head % RX_SIZE] = b;
