@@ -37,7 +37,7 @@ def test_flash_reads_its_key_file_with_the_same_loader(tmp_path) -> None:
     raw = tmp_path / "k.bin"
     raw.write_bytes(bytes(range(65, 97)))
     raw.chmod(0o600)
-    args = argparse.Namespace(key_file=str(raw), key_env=None)
+    args = argparse.Namespace(key_file=str(raw), key_env=None, insecure_permissions=False)
     with pytest.raises(KeyFileError, match="written in hex"):
         cli_flash._read_key(args)
     raw.chmod(0o644)
