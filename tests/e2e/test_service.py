@@ -488,6 +488,21 @@ def test_an_order_above_the_ceiling_is_refused_and_one_below_pays_the_listed_pri
     assert (part, qty, amount) == (7, 1, env.part_price_wei)
 
 
+def one_board_config(tmp_path: Path, port: str) -> str:
+    """A service config with one board, its store and socket in ``tmp_path``, no wallet."""
+    return f"""
+[[board]]
+name = "press-1"
+url = "{port}"
+[store]
+path = "{tmp_path / "store.sqlite"}"
+[service]
+socket = "{tmp_path / "s.sock"}"
+[wallet]
+keystore = "{tmp_path / "no-wallet.json"}"
+"""
+
+
 def test_a_bridge_table_runs_the_mqtt_bridge_inside_the_service(tmp_path: Path) -> None:
     from bpiiot.service import BridgeComponent, register_sections
     from tests.e2e.mqtt_broker import Mosquitto
@@ -495,21 +510,15 @@ def test_a_bridge_table_runs_the_mqtt_bridge_inside_the_service(tmp_path: Path) 
     broker = Mosquitto(tmp_path / "broker").start()
     host = start_board(wear_s=600)
     try:
-        text = f"""
-[[board]]
-name = "press-1"
-url = "{host.port}"
-[store]
-path = "{tmp_path / "store.sqlite"}"
-[service]
-socket = "{tmp_path / "s.sock"}"
-[wallet]
-keystore = "{tmp_path / "no-wallet.json"}"
+        text = (
+            one_board_config(tmp_path, host.port)
+            + f"""
 [bridge]
 broker_url = "mqtt://127.0.0.1:{broker.port}"
 queue_path = "{tmp_path / "bridge.sqlite"}"
 edge_node_id = "sbc-1"
 """
+        )
         (tmp_path / "config.toml").write_text(text)
         register_sections()
         svc = Service.from_config(tmp_path / "config.toml")
@@ -535,17 +544,7 @@ def test_a_web_table_serves_the_device_manager_inside_the_service(tmp_path: Path
     port = free_port()
     host = start_board(wear_s=600)
     try:
-        base = f"""
-[[board]]
-name = "press-1"
-url = "{host.port}"
-[store]
-path = "{tmp_path / "store.sqlite"}"
-[service]
-socket = "{tmp_path / "s.sock"}"
-[wallet]
-keystore = "{tmp_path / "no-wallet.json"}"
-"""
+        base = one_board_config(tmp_path, host.port)
         register_sections()
         # Bound beyond loopback with no password ever set: refused before anything starts.
         (tmp_path / "open.toml").write_text(
