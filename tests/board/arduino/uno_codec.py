@@ -7,24 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REASONS = (
-    "ok",
-    "oversize",
-    "cobs",
-    "truncated",
-    "crc",
-    "version",
-    "flags",
-    "direction",
-    "unauthenticated",
-    "mac",
-    "replay",
-    "session",
-    "type",
-    "cbor",
-    "trailing",
-    "schema",
-)
+from bpiiot import wire
+
+# The C++ codes are 1-based in protocol/constants.json's order, which is wire.REASONS
+# (tests/protocol/test_constants.py keeps the generated header and the SDK in step).
+REASONS = ("ok", *wire.REASONS)
 TYPES = {"hello": 1, "report": 2, "status": 3, "ack": 4, "nack": 5, "log": 6, "config": 7}
 
 
