@@ -29,8 +29,8 @@ Event kinds the service publishes (``Event.kind``, ``Event.board``, then ``data`
 
 from __future__ import annotations
 
-import collections
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -112,8 +112,16 @@ class SubscriptionStats:
         }
 
 
+_CLOSE = object()  # queued by close(): everything before it is delivered, then the thread ends
+
+
 class Subscription:
-    """One listener's bounded queue and the thread that drains it."""
+    """One listener's bounded queue and the thread that drains it.
+
+    The queue is a :class:`queue.SimpleQueue` (C, no Python-level lock): a port's read
+    thread hands an item over without ever waiting for a lock that a descheduled
+    listener thread holds, which under load is what limits a lock-per-item queue.
+    """
 
     def __init__(self, listener: Listener, maxsize: int, name: str) -> None:
         if maxsize < 1:
@@ -121,35 +129,42 @@ class Subscription:
         self.listener = listener
         self.name = name
         self.maxsize = maxsize
-        self._items: collections.deque[FrameEvent | Event] = collections.deque()
-        self._cond = threading.Condition()
-        self._stats = SubscriptionStats()
+        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._drop_lock = threading.Lock()  # taken only when the queue is full
+        self._dropped = 0
+        self._delivered = 0  # written by the listener's thread only
+        self._errors = 0
         self._closing = False
         self._thread = threading.Thread(target=self._run, name=f"bpiiot-bus {name}", daemon=True)
         self._thread.start()
 
     def put(self, item: FrameEvent | Event) -> None:
         """Queue ``item``; never blocks (the oldest item is dropped when full)."""
-        with self._cond:
-            if self._closing:
-                return
-            if len(self._items) >= self.maxsize:
-                self._items.popleft()
-                self._stats.dropped += 1
-            self._items.append(item)
-            self._cond.notify()
+        if self._closing:
+            return
+        q = self._q
+        if q.qsize() >= self.maxsize:
+            with self._drop_lock:
+                while q.qsize() >= self.maxsize:
+                    try:
+                        old = q.get_nowait()
+                    except queue.Empty:
+                        break
+                    if old is _CLOSE:  # closing meanwhile: keep the marker, drop nothing
+                        q.put(old)
+                        return
+                    self._dropped += 1
+        q.put(item)
 
     def stats(self) -> SubscriptionStats:
-        """A consistent copy of the counters."""
-        with self._cond:
-            s = self._stats
-            return SubscriptionStats(s.delivered, s.dropped, s.errors, len(self._items))
+        """A copy of the counters (each one exact; read together, not atomically)."""
+        return SubscriptionStats(self._delivered, self._dropped, self._errors, self._q.qsize())
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Deliver what is queued (up to ``timeout_s``), then call the listener's ``stop``."""
-        with self._cond:
+        if not self._closing:
             self._closing = True
-            self._cond.notify()
+            self._q.put(_CLOSE)
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout_s)
             if self._thread.is_alive():
@@ -161,71 +176,24 @@ class Subscription:
 
     def _run(self) -> None:
         listener = self.listener
+        get = self._q.get
         while True:
-            with self._cond:
-                while not self._items and not self._closing:
-                    self._cond.wait()
-                if not self._items:
-                    return
-                item = self._items.popleft()
+            item = get()
+            if item is _CLOSE:
+                return
             try:
                 if isinstance(item, FrameEvent):
                     listener.on_frame(item)
                 else:
                     listener.on_event(item)
             except Exception as exc:
-                with self._cond:
-                    self._stats.errors += 1
+                self._errors += 1
                 try:
                     listener.on_error(exc)
                 except Exception:
                     log.exception("listener %s failed in on_error", self.name)
             else:
-                with self._cond:
-                    self._stats.delivered += 1
-
-
-class RawRecorder(wire.FrameVerifier):
-    """Wraps a link's verifier to remember the bytes of the frame it verified last.
-
-    The link calls its subscribers right after verifying each frame, on the read thread,
-    so ``last_raw`` is the raw form of the frame being delivered. Every other attribute
-    and method is the wrapped verifier's (key changes, replay state, counters).
-    """
-
-    def __init__(self, inner: wire.FrameVerifier) -> None:  # no super(): a pure wrapper
-        self.__dict__["_inner"] = inner
-        self.__dict__["last_raw"] = b""
-
-    @classmethod
-    def install(cls, link: Link) -> RawRecorder:
-        """Wrap ``link.verifier`` (once) and return the wrapper."""
-        if not isinstance(link.verifier, RawRecorder):
-            link.verifier = cls(link.verifier)
-        return link.verifier
-
-    def verify(self, encoded: bytes | memoryview) -> wire.Frame:
-        """Verify with the wrapped verifier and keep a copy of ``encoded``."""
-        inner: wire.FrameVerifier = self.__dict__["_inner"]
-        frame = inner.verify(encoded)
-        self.__dict__["last_raw"] = bytes(encoded)
-        return frame
-
-    def set_key(self, key: bytes | None) -> None:
-        """Set the wrapped verifier's key."""
-        inner: wire.FrameVerifier = self.__dict__["_inner"]
-        inner.set_key(key)
-
-    def forget(self) -> None:
-        """Forget the wrapped verifier's replay state."""
-        inner: wire.FrameVerifier = self.__dict__["_inner"]
-        inner.forget()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["_inner"], name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self.__dict__["_inner"], name, value)
+                self._delivered += 1
 
 
 class Bus:
@@ -234,6 +202,7 @@ class Bus:
     def __init__(self, default_maxsize: int = 10000) -> None:
         self.default_maxsize = default_maxsize
         self._subs: dict[int, Subscription] = {}
+        self._fanout: tuple[Subscription, ...] = ()
         self._lock = threading.Lock()
         self._links: dict[str, tuple[Link, Any]] = {}
         self._closed = False
@@ -251,12 +220,14 @@ class Bus:
                 listener, maxsize or self.default_maxsize, name or type(listener).__name__
             )
             self._subs[id(listener)] = sub
+            self._fanout = tuple(self._subs.values())
             return sub
 
     def unsubscribe(self, listener: Listener, timeout_s: float = 5.0) -> None:
         """Stop delivering to ``listener`` (what is queued is delivered first)."""
         with self._lock:
             sub = self._subs.pop(id(listener), None)
+            self._fanout = tuple(self._subs.values())
         if sub is not None:
             sub.close(timeout_s)
 
@@ -269,17 +240,15 @@ class Bus:
         self._put(Event(kind, data, board))
 
     def _put(self, item: FrameEvent | Event) -> None:
-        with self._lock:
-            subs = tuple(self._subs.values())
-        for sub in subs:
+        for sub in self._fanout:  # a tuple swapped under the lock: no lock per item
             sub.put(item)
 
     def attach(self, board: str, link: Link) -> None:
         """Publish every frame ``link`` verifies as coming from ``board`` (with its raw bytes)."""
-        recorder = RawRecorder.install(link)
+        put = self._put
 
         def forward(frame: wire.Frame) -> None:
-            self.publish_frame(board, frame, recorder.last_raw)
+            put(FrameEvent(board, frame, time.time(), link.last_raw))
 
         with self._lock:
             if board in self._links:
@@ -319,6 +288,7 @@ class Bus:
         with self._lock:
             subs = list(self._subs.values())
             self._subs.clear()
+            self._fanout = ()
         for sub in subs:
             sub.close(timeout_s)
 

@@ -113,7 +113,10 @@ class Link:
         self.verifier = wire.FrameVerifier("host", key)
         self.encoder = wire.FrameEncoder(from_host=True, key=key)
         self._deframer = wire.Deframer()
-        self._subscribers: list[Subscriber] = []
+        self._subscribers: tuple[Subscriber, ...] = ()  # replaced, never changed in place
+        self.last_raw = b""
+        """The frame being delivered as it was verified (COBS-encoded, without its
+        delimiter): valid inside a subscriber's call, on the read thread."""
         self._on_connect: list[Callable[[], None]] = []
         self._port: serial.SerialBase | None = None
         self._write_lock = threading.Lock()
@@ -171,13 +174,15 @@ class Link:
 
     def subscribe(self, callback: Subscriber) -> Subscriber:
         """Call ``callback(frame)`` on the read thread for every verified frame."""
-        self._subscribers.append(callback)
+        self._subscribers = (*self._subscribers, callback)
         return callback
 
     def unsubscribe(self, callback: Subscriber) -> None:
         """Stop calling ``callback`` (no error if it was not subscribed)."""
-        if callback in self._subscribers:
-            self._subscribers.remove(callback)
+        subs = list(self._subscribers)
+        if callback in subs:
+            subs.remove(callback)
+            self._subscribers = tuple(subs)
 
     def on_connect(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` on the read thread each time the port is reopened."""
@@ -292,7 +297,8 @@ class Link:
                 stats.frames_ok += 1
                 stats.gaps = verifier.gaps
                 stats.reboots = verifier.reboots
-            for sub in tuple(self._subscribers):
+            self.last_raw = chunk if type(chunk) is bytes else bytes(chunk)
+            for sub in self._subscribers:
                 try:
                     sub(frame)
                 except BaseException as exc:

@@ -542,7 +542,11 @@ class Service:
             "bus": self.bus.stats(),
             "chain": self.controller.status(),
             "rules": {"version": self.rules.version, "states": self.rules.board_states()},
-            "store": {"path": str(self.store.path), "reports_written": self.store.reports_written},
+            "store": {
+                "path": str(self.store.path),
+                "reports_written": self.store.reports_written,
+                "reports_lost": self.store.reports_lost,
+            },
             "socket": {
                 "path": str(self.socket_path),
                 "clients": self._server.clients if self._server is not None else 0,

@@ -5,8 +5,11 @@ Prints only ``BENCH <name> <value> <unit>`` lines on stdout; logs go to stderr.
 - ``e2e.reports_per_s_max``: reports one service process ingests (verified by its links,
   stored in SQLite, evaluated by four rules) from four simulated boards, each a separate
   process streaming pre-encoded report frames into a pty as fast as the pty takes them.
-  Counted as the reports both the store and the rules received, over the time they took.
-- ``e2e.dropped``: reports the bus dropped during that run (a queue was full).
+  Counted as the reports both the store and the rules received, over the time they took
+  (after a warm-up of 100,000). The boards write as fast as the ptys take it, so this is
+  the service's ceiling; a report is either delivered or counted as dropped.
+- ``e2e.dropped``: reports the bus dropped during that run (a listener's queue was full;
+  the most either listener dropped).
 - ``e2e.bare_reports_per_s``: the same frames through a bare loop that only verifies each
   frame, checks one threshold and inserts it into SQLite in batches; ``e2e.vs_bare`` is
   the ratio, measured in the same run (goal >= 0.2).
@@ -43,6 +46,7 @@ from bpiiot.service import Service
 
 log = logging.getLogger("bench_e2e")
 BOARDS = 4
+QUEUES = ("store", "rules")
 PER_BOARD = 275_000  # 1.1 M reports: 100 k warm-up + 1 M measured for memory
 
 RULES: list[dict[str, Any]] = [
@@ -114,7 +118,7 @@ def ingest(tmp: Path) -> tuple[float, int, float]:
     svc = Service(cfg, signer=None).start()
     links = []
     total = BOARDS * PER_BOARD
-    warm = 100_000
+    warm = min(100_000, total // 4)
     try:
         t_start = time.monotonic()
         for b, port in enumerate(ports):
@@ -124,14 +128,16 @@ def ingest(tmp: Path) -> tuple[float, int, float]:
             links.append(link)
         go.write_text("go")
         rss0 = None
-        t0 = t_start
+        t0, n0 = t_start, 0
         while True:
             st = svc.bus.stats()
             done = min(st["store"]["delivered"], st["rules"]["delivered"])
-            dropped = st["store"]["dropped"] + st["rules"]["dropped"]
+            dropped = max(st["store"]["dropped"], st["rules"]["dropped"])
             if rss0 is None and done >= warm:
                 rss0, t0, n0 = rss_mb(), time.monotonic(), done
-            if done + dropped >= total or time.monotonic() - t_start > 600:
+            # Every report either reached both listeners or was dropped by one of them.
+            finished = all(st[q]["delivered"] + st[q]["dropped"] >= total for q in QUEUES)
+            if finished or time.monotonic() - t_start > 600:
                 break
             time.sleep(0.01)
         t1 = time.monotonic()

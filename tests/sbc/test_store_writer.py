@@ -1,0 +1,121 @@
+"""The store's report writer process: nothing buffered is lost when it dies or is refused."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from bpiiot.store import Store, StoreError
+from tests.sbc.test_rules import Feed
+
+
+def add(store: Store, feed: Feed, first: int, n: int) -> None:
+    for w in range(first, first + n):
+        frame, raw = feed.report(w)
+        store.add_report("b1", frame, raw, time.time())
+
+
+def windows(path: Path) -> list[int]:
+    with sqlite3.connect(path) as c:
+        return [r[0] for r in c.execute("SELECT window_seq FROM reports ORDER BY id")]
+
+
+def writer_pid(store: Store) -> int:
+    proc = store._writer
+    assert proc is not None and proc.poll() is None
+    return proc.pid
+
+
+def test_reports_are_written_by_a_child_process_that_ends_with_the_store(tmp_path: Path) -> None:
+    s = Store(tmp_path / "s.sqlite")
+    pid = writer_pid(s)
+    assert pid != os.getpid()
+    add(s, Feed(), 1, 10)
+    assert s.flush() == 10
+    assert windows(tmp_path / "s.sqlite") == list(range(1, 11))
+    proc = s._writer
+    s.close()
+    assert proc is not None and proc.poll() == 0  # ended on end of input, not killed
+    assert s.reports_written == 10
+
+
+def test_a_killed_writer_is_restarted_and_the_batch_is_written_once(tmp_path: Path) -> None:
+    s = Store(tmp_path / "s.sqlite")
+    feed = Feed()
+    add(s, feed, 1, 5)
+    s.flush()
+    os.kill(writer_pid(s), signal.SIGKILL)
+    time.sleep(0.2)
+    add(s, feed, 6, 5)
+    assert s.flush() == 5
+    assert windows(tmp_path / "s.sqlite") == list(range(1, 11))
+    s.close()
+
+
+def test_ctrl_c_to_the_process_group_leaves_the_writer_to_the_store(tmp_path: Path) -> None:
+    s = Store(tmp_path / "s.sqlite")
+    pid = writer_pid(s)
+    os.kill(pid, signal.SIGINT)
+    os.kill(pid, signal.SIGTERM)
+    time.sleep(0.2)
+    assert writer_pid(s) == pid  # still the same process: it waits for the store's close
+    add(s, Feed(), 1, 3)
+    s.close()  # the buffered reports are handed over after the signals
+    assert windows(tmp_path / "s.sqlite") == [1, 2, 3]
+
+
+def test_refused_writes_keep_the_reports_for_the_next_flush(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    s = Store(path)
+    feed = Feed()
+    with sqlite3.connect(path) as c:
+        c.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON reports BEGIN SELECT RAISE(ABORT, 'disk "
+            "says no'); END"
+        )
+    add(s, feed, 1, 4)
+    with pytest.raises(StoreError, match="disk says no"):
+        s.flush()
+    add(s, feed, 5, 2)
+    with pytest.raises(StoreError):
+        s.flush()
+    assert windows(path) == []
+    with sqlite3.connect(path) as c:
+        c.execute("DROP TRIGGER refuse")
+    assert s.flush() == 6
+    assert windows(path) == [1, 2, 3, 4, 5, 6]  # in order, none twice
+    assert s.reports_lost == 0
+    s.close()
+
+
+def test_beyond_the_backlog_the_oldest_are_lost_and_counted(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    s = Store(path)
+    s.max_backlog = 5
+    with sqlite3.connect(path) as c:
+        c.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON reports BEGIN SELECT RAISE(ABORT, 'x'); END"
+        )
+    add(s, Feed(), 1, 8)
+    with pytest.raises(StoreError):
+        s.flush()
+    assert s.reports_lost == 3
+    with sqlite3.connect(path) as c:
+        c.execute("DROP TRIGGER refuse")
+    s.flush()
+    assert windows(path) == [4, 5, 6, 7, 8]
+    s.close()
+
+
+def test_the_in_process_writer_gives_the_same_store(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    s = Store(path, writer_process=False)
+    assert s._writer is None
+    add(s, Feed(), 1, 3)
+    s.close()
+    assert windows(path) == [1, 2, 3]
