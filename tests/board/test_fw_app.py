@@ -445,8 +445,9 @@ def test_zone_d_drives_the_alarm_output() -> None:
 
 
 def test_private_protocol_constants_agree() -> None:
-    """app.py and codec_host.py copy codec.py's private (RAM-free) protocol constants:
-    every copy must carry codec's value, and the message types the SDK's."""
+    """app.py, commands.py, reports.py and codec_host.py copy codec.py's private
+    (RAM-free) protocol constants: every copy must carry codec's value, and the message
+    types the SDK's."""
     fw = Path(__file__).resolve().parents[2] / "board" / "micropython" / "bpiiot_fw"
     pattern = re.compile(r"^_((?:T|E|VERSION)_[A-Z_]+) = const\((0x[0-9A-Fa-f]+|\d+)\)", re.M)
 
@@ -455,7 +456,7 @@ def test_private_protocol_constants_agree() -> None:
 
     codec = consts("codec.py")
     assert len([k for k in codec if k.startswith("T_")]) == 16
-    for copy in ("app.py", "codec_host.py"):
+    for copy in ("app.py", "commands.py", "reports.py", "codec_host.py"):
         theirs = consts(copy)
         assert theirs, copy
         assert {k: codec[k] for k in theirs} == theirs, copy
@@ -484,7 +485,7 @@ def _interned_names_under_load(fs: Path, boot: int) -> tuple[int, int]:
 
     stdin and stdout are pipes: closing stdin ends the app, then main.py (with a
     line added) prints ``micropython.qstr_info()``. boot 1: a fresh filesystem (the
-    key is set here); later boots find the saved configuration (store_check runs).
+    key is set here); later boots find the saved configuration (startup checks it).
     """
     proc = subprocess.Popen(
         [micropython_binary(), "main.py"],
