@@ -288,8 +288,7 @@ def start(app):
         # The old acquisition and the imports' garbage go before the new one is made.
         gc.collect()
         # Blocks never span two hops (Features.feed takes at most hop_n samples).
-        x = app._bufs[0]
-        block = feat.hop_n if feat.hop_n < len(x) else len(x)
+        block = min(feat.hop_n, len(app._bufs[0]))
         sampler = Sampler(app.accel, cfg["sample_rate_hz"], block=block, rings=app._rings)
         sampler.start()
         app._block = block

@@ -68,7 +68,17 @@ class App:
     """One board: link state, configuration and acquisition state, and the main loop.
 
     Boot is ``startup.start``, command handling ``commands``, acquisition ``acquire``
-    and report frames ``reports``: functions taking this object.
+    and report frames ``reports``: functions taking this object. Its attributes (all
+    set at boot; no others, as each one costs heap):
+
+    - link: ``stream``, ``enc`` and ``ver`` (codec, under the key), ``deframer``,
+      ``rx`` (read buffer), ``session``, ``boot`` (counter), ``_escape_at`` (REPL
+      escape seen), ``frames_sent``, ``frames_rejected``, ``logs`` (log frames to
+      send), ``problem`` (warning repeated after every hello request);
+    - configuration and I/O: ``store`` (``store.cfg``), ``outputs``, ``wdt``,
+      ``clock``, ``load``;
+    - acquisition: ``accel``, ``temp``, ``sampler``, ``features``, ``windows``,
+      ``overruns_base``, ``_rings``, ``_bufs``, ``_block``.
     """
 
     def __init__(self, stream=None, store=None):
