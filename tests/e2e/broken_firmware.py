@@ -119,10 +119,10 @@ FAULTS = (
         "status after its ack",
         (
             (
-                "            self.send(_T_STATUS, self.status_payload())\n",
-                "            self.send(_T_ACK, [seq])\n"
-                "            self.send(_T_STATUS, self.status_payload())\n"
-                "            return\n",
+                "        app.send(_T_STATUS, status_payload(app))\n",
+                "        app.send(_T_ACK, [seq])\n"
+                "        app.send(_T_STATUS, status_payload(app))\n"
+                "        return\n",
             ),
         ),
         "get_status returns status before the ack, frames_sent = its seq - 1",
@@ -134,15 +134,15 @@ FAULTS = (
     ),
     Fault(
         "window_seq steps by two",
-        (("out = [self.windows & 0xFFFFFFFF,", "out = [(2 * self.windows) & 0xFFFFFFFF,"),),
+        (("out = [app.windows & 0xFFFFFFFF,", "out = [(2 * app.windows) & 0xFFFFFFFF,"),),
         "window reports arrive, window_seq steps by one",
     ),
     Fault(
         "switches keys before the ack",
         (
             (
-                "            self.send(_T_ACK, [seq])\n            self._set_key(obj[0])\n",
-                "            self._set_key(obj[0])\n            self.send(_T_ACK, [seq])\n",
+                "        app.send(_T_ACK, [seq])\n        set_key(app, obj[0])\n",
+                "        set_key(app, obj[0])\n        app.send(_T_ACK, [seq])\n",
             ),
         ),
         "set_key is acked under the old key, then the board tags its frames",
@@ -151,8 +151,8 @@ FAULTS = (
         "sends a message type the SBC does not know",
         (
             (
-                "    def config_payload(self):\n",
-                "        self.send(0x08, [1])\n\n    def config_payload(self):\n",
+                "def config_payload(app):\n",
+                "def config_payload(app):\n    app.send(0x08, [1])\n",
             ),
         ),
         "no board frame failed verification",
@@ -166,8 +166,8 @@ FAULTS = (
         "refused frames not counted",
         (
             (
-                "            self.frames_rejected += 1\n            code = codec.NACK_FOR",
-                "            code = codec.NACK_FOR",
+                "        app.frames_rejected += 1\n        code = codec.NACK_FOR",
+                "        code = codec.NACK_FOR",
             ),
         ),
         "status frames_rejected counts every refused frame",
@@ -182,8 +182,8 @@ FAULTS = (
         "switches keys before the ack, keyed",
         (
             (
-                "            self.send(_T_ACK, [seq])\n            self._set_key(obj[0])\n",
-                "            self._set_key(obj[0])\n            self.send(_T_ACK, [seq])\n",
+                "        app.send(_T_ACK, [seq])\n        set_key(app, obj[0])\n",
+                "        set_key(app, obj[0])\n        app.send(_T_ACK, [seq])\n",
             ),
         ),
         "set_key is acked under the old key, then the board tags its frames",

@@ -43,6 +43,8 @@ def _expected(name: str) -> int | None:
         return int(C["capabilities"][low])
     if prefix == "VERSION" and low in C["version"]:
         return int(C["version"][low])
+    if prefix == "F" and low in C["report_flags"]:
+        return int(C["report_flags"][low])
     if prefix == "LOG" and low in C["log_levels"]:
         return int(C["log_levels"].index(low))
     if n.lower() in C["header"]:
@@ -53,7 +55,16 @@ def _expected(name: str) -> int | None:
 
 
 @pytest.mark.parametrize(
-    ("name", "at_least"), [("codec.py", 30), ("app.py", 20), ("codec_host.py", 7)]
+    ("name", "at_least"),
+    [
+        ("codec.py", 30),
+        ("app.py", 11),
+        ("commands.py", 18),
+        ("reports.py", 4),
+        ("acquire.py", 2),
+        ("startup.py", 2),
+        ("codec_host.py", 7),
+    ],
 )
 def test_micropython_firmware_consts_match(name: str, at_least: int) -> None:
     found = {k: (v, _expected(k)) for k, v in _consts(FW / name).items()}

@@ -94,8 +94,8 @@ def test_wire_class_codes_match_the_firmware_and_the_spec() -> None:
     from bpiiot import iso20816
 
     root = Path(__file__).resolve().parents[2]
-    app = (root / "board" / "micropython" / "bpiiot_fw" / "app.py").read_text()
-    fw = re.search(r"MACHINE_CLASSES = \(([^)]*)\)", app)
+    acquire = (root / "board" / "micropython" / "bpiiot_fw" / "acquire.py").read_text()
+    fw = re.search(r"MACHINE_CLASSES = \(([^)]*)\)", acquire)
     assert fw is not None
     assert tuple(re.findall(r'"([^"]+)"', fw.group(1))) == iso20816.CLASS_CODES
     assert set(iso20816.CLASS_CODES) == set(iso20816.MACHINE_CLASSES)

@@ -21,14 +21,22 @@ the ADXL345, by 1 per FIFO found full: how many it lost is unknown). The signal
 source is advanced past dropped samples, so its time stays true. ``flags`` collects
 the report flag bits of what happened (OVERRUN, SENSOR_FAULT for a failed read); the
 caller passes them with the next block to ``dsp.Features.feed`` and clears them.
+
+The app's side of acquisition is here too, as functions taking the ``App``: ``plan``
+checks a configuration, ``start`` (re)builds sensors, sampler and feature extractor,
+``stop`` stops them, and ``sample`` drains the rings into the DSP and hands each
+finished window to ``reports.send``.
 """
 
+import gc
 import sys
 import time
 from array import array
 
 import micropython
 from micropython import const
+
+from bpiiot_fw import hal, reports
 
 # Counters wrap here; a small int on 32-bit ports, and a multiple of every capacity.
 _MASK = const(0x3FFFFFFF)
@@ -37,6 +45,11 @@ _MAX_FAILS = const(8)
 # Report flag bits (SPEC.md 5.2).
 _OVERRUN = const(0x02)
 _SENSOR_FAULT = const(0x04)
+_LOG_WARNING = const(2)
+_LOG_ERROR = const(3)
+
+# Wire machine class (SPEC.md 5.3) -> name in dsp.MACHINE_CLASSES.
+MACHINE_CLASSES = ("group1-rigid", "group1-flexible", "group2-rigid", "group2-flexible")
 
 
 @micropython.viper
@@ -213,3 +226,127 @@ class Sampler:
             _copy(z, rz, r, n)
             self._r = (self._r + n) & _MASK
         return n
+
+
+# -- the app's acquisition ------------------------------------------------------------
+
+
+def plan(cfg):
+    """(rate, window_n, hop_n, class name) of cfg; ValueError when the board cannot do
+    them. Checks only: nothing is allocated for a plan that may be refused."""
+    from bpiiot_fw import dsp
+
+    rate = cfg["sample_rate_hz"]
+    window_ms = cfg["window_ms"]
+    hop_ms = cfg["hop_ms"]
+    if hop_ms > window_ms:
+        raise ValueError("hop longer than the window")
+    if (rate * window_ms) % 1000 or (rate * hop_ms) % 1000:
+        raise ValueError("window and hop must be whole numbers of samples")
+    p = (rate, rate * window_ms // 1000, rate * hop_ms // 1000,
+         MACHINE_CLASSES[cfg["machine_class"]])  # fmt: skip
+    dsp.check(*p)
+    return p
+
+
+def start(app):
+    """(Re)build the app's sensors, sampler and feature extractor from its configuration.
+
+    A saved plan this board cannot run (refused by the checks, or no room for it in
+    the heap) falls back to the default plan, says so in a log frame (repeated after
+    every hello request) and saves the plan that runs, so get_config tells the truth.
+    A sensor failure leaves the link running without reports and says why: the board
+    must stay reachable to be reconfigured.
+    """
+    stop(app)
+    app.features = None
+    cfg = app.store.cfg
+    try:
+        from bpiiot_fw import dsp
+
+        try:
+            p = plan(cfg)
+            gc.collect()
+            feat = dsp.Features(*p)
+        except (ValueError, MemoryError) as exc:
+            # The saved plan cannot run: the defaults can (the benchmark's plan).
+            feat = None
+            gc.collect()
+            from bpiiot_fw.store import DEFAULTS
+
+            old = "%d S/s, %d/%d ms" % (cfg["sample_rate_hz"], cfg["window_ms"], cfg["hop_ms"])
+            new = {k: DEFAULTS[k] for k in ("sample_rate_hz", "window_ms", "hop_ms")}
+            app.store.update(**new)  # written by flush(), from the main loop
+            app.problem = "saved plan %s cannot run (%s): defaults in use" % (
+                old,
+                hal.exception_text(exc)[:60],
+            )
+            app.logs.append((_LOG_WARNING, app.problem))
+            feat = dsp.Features(*plan(cfg))
+        if app.accel is None or app.temp is None:
+            _make_sensors(app, cfg)
+        # The old acquisition and the imports' garbage go before the new one is made.
+        gc.collect()
+        # Blocks never span two hops (Features.feed takes at most hop_n samples).
+        block = min(feat.hop_n, len(app._bufs[0]))
+        sampler = Sampler(app.accel, cfg["sample_rate_hz"], block=block, rings=app._rings)
+        sampler.start()
+        app._block = block
+        app.sampler = sampler
+        app.features = feat
+    except Exception as exc:
+        hal.log_exception(exc, "acquisition")
+        app.sampler = None
+        app.features = None
+        app.logs.append((_LOG_ERROR, "acquisition off: " + hal.exception_text(exc)))
+
+
+def _make_sensors(app, cfg):
+    # The factory is needed only until the drivers exist: unloaded afterwards.
+    from bpiiot_fw import sensors
+
+    try:
+        if app.accel is None:
+            app.accel = sensors.make_accel(cfg["sensor"], cfg["sample_rate_hz"])
+        if app.temp is None:
+            try:
+                app.temp = sensors.make_temp(cfg["sensor"])
+            except Exception as exc:
+                app.temp = None
+                app.logs.append((_LOG_WARNING, "no temperature: " + hal.exception_text(exc)))
+    finally:
+        sensors = None
+        hal.unload("sensors")
+
+
+def stop(app):
+    """Stop the app's sampler, keeping its overrun count for the status."""
+    sampler = app.sampler
+    if sampler is not None:
+        app.overruns_base += sampler.overruns
+        try:
+            sampler.stop()
+        except Exception:
+            pass
+    app.sampler = None
+
+
+def sample(app):
+    """Drain the rings into the feature extractor; send a report per finished window."""
+    sampler = app.sampler
+    feat = app.features
+    x, y, z = app._bufs
+    while True:
+        n = sampler.poll(x, y, z, app._block)
+        # Samples lost or a failed read before these: the windows holding them (and,
+        # after a gap, those while the filters ring) are flagged, never silent.
+        flags = sampler.flags
+        if flags:
+            sampler.flags ^= flags  # a bit set meanwhile by the timer stays
+        if not n:
+            if flags:
+                feat.feed(x, y, z, 0, flags)
+            return
+        res = feat.feed(x, y, z, n, flags)
+        if res is not None:
+            reports.send(app, res)

@@ -43,7 +43,8 @@ _KEY_MIN = const(16)
 _KEY_MAX = const(32)
 
 # Message types (SPEC.md 5). Private (underscore) constants are compiled away and
-# cost no RAM; app.py and codec_host.py hold copies, checked by tests/board/test_fw_app.py.
+# cost no RAM; app.py, commands.py, reports.py and codec_host.py hold copies, checked by
+# tests/board/test_fw_app.py.
 _T_HELLO = const(0x01)
 _T_REPORT = const(0x02)
 _T_STATUS = const(0x03)

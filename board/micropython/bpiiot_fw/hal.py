@@ -152,10 +152,6 @@ class Outputs:
             self.states[p] = 0
         self._record()
 
-    def has(self, pin):
-        """True when pin is a configured output."""
-        return pin in self._pins
-
     def set(self, pin, value):
         """Drive pin to value (0/1); False if pin is not an output."""
         if pin not in self._pins:
@@ -265,11 +261,6 @@ def unload(name):
 def mem_free():
     """Free heap in bytes."""
     return gc.mem_free()
-
-
-def mem_alloc():
-    """Allocated heap in bytes."""
-    return gc.mem_alloc()
 
 
 def reboot():

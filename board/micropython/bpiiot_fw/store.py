@@ -3,14 +3,13 @@
 Holds the board id, MAC key, acquisition settings, sensor configuration, outputs
 and the boot counter. Every write goes to a temporary file that is then renamed
 over the old one, so a power cut leaves either the old or the new file, never half
-of one. A missing or corrupt file falls back to the defaults; :meth:`Store.load`
-returns why, and the app sends it as a log frame.
+of one. Reading and checking the file happens once, at boot (``startup.load``: a
+missing or corrupt file falls back to the defaults, and the app says why in a log
+frame), so that code is not resident here.
 """
 
 import json
 import os
-
-from bpiiot_fw.hal import unload
 
 PATH = "bpiiot.json"
 
@@ -46,36 +45,6 @@ class Store:
         #: cfg holds changes not yet written (see update and flush).
         self.dirty = False
 
-    def load(self):
-        """Read the file into cfg; return None, or the reason the defaults are used."""
-        try:
-            with open(self.path) as f:
-                raw = f.read()
-        except OSError:
-            self.cfg = dict(DEFAULTS)
-            return None  # first boot: the defaults are the configuration
-        try:
-            from bpiiot_fw import store_check
-
-            try:
-                self.cfg = store_check.validate(json.loads(raw))
-            finally:
-                store_check = None
-                unload("store_check")
-            return None
-        except Exception as exc:
-            # Keep the boot counter if it is still readable, so the session still grows.
-            boot = 0
-            try:
-                b = json.loads(raw).get("boot")
-                if type(b) is int and 0 <= b <= 0xFFFFFFFF:
-                    boot = b
-            except Exception:
-                pass
-            self.cfg = dict(DEFAULTS)
-            self.cfg["boot"] = boot
-            return "config %s corrupt (%s): defaults used" % (self.path, exc)
-
     def save(self):
         """Write cfg atomically (temporary file, then rename)."""
         tmp = self.path + ".tmp"
@@ -89,12 +58,6 @@ class Store:
             # Some filesystems refuse to rename over an existing file.
             os.remove(self.path)
             os.rename(tmp, self.path)
-
-    def boot(self):
-        """Count this boot, persist it and return the new boot counter."""
-        self.cfg["boot"] = (self.cfg.get("boot", 0) + 1) & 0xFFFFFFFF
-        self.save()
-        return self.cfg["boot"]
 
     def update(self, **changes):
         """Apply changes to cfg now; they reach the file at the next ``flush``.
