@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -119,3 +121,32 @@ def test_the_in_process_writer_gives_the_same_store(tmp_path: Path) -> None:
     add(s, Feed(), 1, 3)
     s.close()
     assert windows(path) == [1, 2, 3]
+
+
+def test_the_writer_ends_when_its_service_is_killed(tmp_path: Path) -> None:
+    code = (
+        "import sys, time\n"
+        "from bpiiot.store import Store\n"
+        "s = Store(sys.argv[1])\n"
+        "print(s._writer.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path / "s.sqlite")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        pid = int(proc.stdout.readline())
+        os.kill(pid, 0)  # running
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    pytest.fail("the writer outlived its killed parent")
