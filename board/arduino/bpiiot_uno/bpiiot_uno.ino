@@ -69,7 +69,7 @@ static bool rx_discarding;
 
 static AxisState axes[3];
 static uint32_t window_n, in_window;
-static uint16_t settle_left;
+static uint16_t settle_left, settle_n;
 static uint16_t window_flags;
 static uint32_t overruns_seen;
 static uint32_t idle_us, load_window_start;
@@ -135,10 +135,12 @@ static void send_status(void) {
 // --- acquisition ------------------------------------------------------------------
 static void start_acquisition(void) {
     sampler_stop();
+    dsp_select(cfg.sample_rate_hz);
     for (uint8_t a = 0; a < 3; a++) axis_reset(&axes[a]);
     window_n = (uint32_t)cfg.sample_rate_hz * cfg.window_ms / 1000;
     in_window = 0;
-    settle_left = DSP_SETTLE_N;
+    settle_n = (uint16_t)((uint32_t)cfg.sample_rate_hz * DSP_SETTLE_MS / 1000);
+    settle_left = settle_n;
     window_flags = 0;
     overruns_seen = sampler_overruns();
     uint32_t sum;
@@ -191,9 +193,9 @@ static void finish_window(void) {
 static void process(const Triplet *t) {
     if (sampler_take_gap()) {
         // Samples were lost before this one: the window is flagged, and the jump
-        // rings through the filters, so the next 480 samples settle again (DSP.md 2.1).
+        // rings through the filters, so the next 600 ms settle again (DSP.md 2.1).
         window_flags |= RF_OVERRUN;
-        settle_left = DSP_SETTLE_N;
+        settle_left = settle_n;
     }
     for (uint8_t a = 0; a < 3; a++) {
         uint16_t code = t->raw[a];
@@ -218,7 +220,7 @@ static PGM_P apply_config(const Command *c) {
     if (c->present & 4) n.hop_ms = c->cfg.hop_ms;
     if (c->present & 8) n.channels = c->cfg.channels;
     if (c->present & 16) n.machine_class = c->cfg.machine_class;
-    if (n.sample_rate_hz != DSP_RATE_HZ) return PSTR("unsupported rate (800 S/s only)");
+    if (!dsp_rate_supported(n.sample_rate_hz)) return PSTR("rate: 800 or 1600 S/s only");
     if (n.hop_ms > n.window_ms) return PSTR("hop longer than the window");
     if (n.hop_ms != n.window_ms) return PSTR("no sliding windows");
     if (((uint32_t)n.sample_rate_hz * n.window_ms) % 1000) return PSTR("window not whole samples");
@@ -365,9 +367,9 @@ void setup() {
         hmac_key_init(&hmac_key, key, key_len);
     }
     // A stored configuration this firmware cannot run falls back to the defaults.
-    if (cfg.sample_rate_hz != DSP_RATE_HZ || cfg.hop_ms != cfg.window_ms || !cfg.window_ms ||
+    if (!dsp_rate_supported(cfg.sample_rate_hz) || cfg.hop_ms != cfg.window_ms || !cfg.window_ms ||
         cfg.machine_class > 3 || cfg.channels > 15) {
-        cfg = Config{DSP_RATE_HZ, 1000, 1000, CH_X | CH_Y | CH_Z | CH_TEMP, 2};
+        cfg = Config{DSP_DEFAULT_RATE_HZ, 1000, 1000, CH_X | CH_Y | CH_Z | CH_TEMP, 2};
     }
     uart_begin(BAUD);
     uart_put(0);  // flush whatever partial frame the host holds
