@@ -334,14 +334,22 @@ static void rx_byte(uint8_t b) {
 }
 
 // --- main loop --------------------------------------------------------------------
+// Sleep until a triplet or a received byte waits. Every interrupt wakes the CPU (four
+// ADC conversions and a timer tick per triplet, Timer0 each millisecond); only the
+// ones that left work end the idle period, so the clock is read twice per triplet,
+// not at every wake-up.
 static void idle(void) {
     uint32_t t0 = micros();
     set_sleep_mode(SLEEP_MODE_IDLE);
-    cli();
-    sleep_enable();
-    sei();  // the instruction after sei runs first: no wake-up is lost in between
-    sleep_cpu();
-    sleep_disable();
+    for (;;) {
+        cli();
+        if (sampler_ready() || uart_rx_ready()) break;
+        sleep_enable();
+        sei();  // the instruction after sei runs first: no wake-up is lost in between
+        sleep_cpu();
+        sleep_disable();
+    }
+    sei();
     idle_us += micros() - t0;
 }
 

@@ -82,6 +82,8 @@ ISR(ADC_vect) {
     }
 }
 
+bool sampler_ready(void) { return head != tail; }
+
 bool sampler_take(Triplet *t) {
     if (head == tail) return false;
     volatile Triplet *s = &ring[tail % RING];

@@ -12,6 +12,8 @@ struct Triplet {
 
 void sampler_start(uint16_t rate_hz);
 void sampler_stop(void);
+// True when a triplet is waiting.
+bool sampler_ready(void);
 // Take the oldest triplet; false when none is waiting.
 bool sampler_take(Triplet *t);
 // Samples lost since boot (ring full, or a tick came while converting).

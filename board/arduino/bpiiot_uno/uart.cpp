@@ -47,6 +47,8 @@ ISR(USART_UDRE_vect) {
     tx_tail = tx_tail + 1 == TX_SIZE ? 0 : tx_tail + 1;
 }
 
+bool uart_rx_ready(void) { return rx_head != rx_tail; }
+
 int16_t uart_read(void) {
     if (rx_head == rx_tail) return -1;
     uint8_t b = rx_buf[rx_tail % RX_SIZE];

@@ -7,6 +7,8 @@
 void uart_begin(uint32_t baud);
 // Next received byte, or -1.
 int16_t uart_read(void);
+// True when a received byte is waiting.
+bool uart_rx_ready(void);
 // Bytes free in the TX queue.
 uint16_t uart_tx_room(void);
 // True once every queued byte went to the USART.
