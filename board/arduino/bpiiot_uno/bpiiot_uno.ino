@@ -197,11 +197,15 @@ static void process(const Triplet *t) {
         window_flags |= RF_OVERRUN;
         settle_left = settle_n;
     }
-    for (uint8_t a = 0; a < 3; a++) {
-        uint16_t code = t->raw[a];
-        if (adc_clipped(code) && (cfg.channels & (1 << a))) window_flags |= RF_CLIPPED;
-        axis_step(&axes[a], adxl335_mg(code));
-    }
+    // Unrolled: constant channel masks (a variable 1 << a is a shift loop on the AVR).
+    uint16_t x = t->raw[0], y = t->raw[1], z = t->raw[2];
+    uint8_t ch = cfg.channels;
+    if ((adc_clipped(x) && (ch & CH_X)) || (adc_clipped(y) && (ch & CH_Y)) ||
+        (adc_clipped(z) && (ch & CH_Z)))
+        window_flags |= RF_CLIPPED;
+    axis_step(&axes[0], adxl335_mg(x));
+    axis_step(&axes[1], adxl335_mg(y));
+    axis_step(&axes[2], adxl335_mg(z));
     if (settle_left) {
         settle_left--;
         window_flags |= RF_SETTLING;

@@ -5,10 +5,14 @@
 
 #define RING 32  // 20 ms of slack at 1600 S/s
 #define CHANNELS 4
+// The temperature (A3) is converted at every 8th tick only: it is averaged over the
+// window anyway, and an interrupt less per tick saves about 35 cycles per axis-sample.
+#define TEMP_EVERY 8
 
 static volatile Triplet ring[RING];
 static volatile uint8_t head, tail;
-static volatile uint32_t overruns, count;
+static volatile uint32_t overruns;
+static uint8_t tick;
 static volatile bool gap;
 static volatile uint8_t channel;  // being converted; CHANNELS = idle
 static volatile uint16_t cur[3];
@@ -55,14 +59,9 @@ ISR(TIMER1_COMPA_vect) {
 ISR(ADC_vect) {
     uint16_t v = ADC;
     uint8_t ch = channel;
-    if (ch < 3) {
+    if (ch < 2) {
         cur[ch] = v;
-    } else {
-        temp_sum += v;
-        temp_n++;
-    }
-    ch++;
-    if (ch == 3) {
+    } else if (ch == 2) {
         if ((uint8_t)(head - tail) >= RING) {
             overruns++;
             gap = true;
@@ -70,16 +69,23 @@ ISR(ADC_vect) {
             volatile Triplet *t = &ring[head % RING];
             t->raw[0] = cur[0];
             t->raw[1] = cur[1];
-            t->raw[2] = cur[2];
+            t->raw[2] = v;
             head = (uint8_t)(head + 1);
         }
-        count++;
+        if (++tick % TEMP_EVERY) {
+            channel = CHANNELS;  // idle until the next tick
+            return;
+        }
+    } else {
+        temp_sum += v;
+        temp_n++;
+        channel = CHANNELS;
+        return;
     }
+    ch++;
     channel = ch;
-    if (ch < CHANNELS) {
-        ADMUX = (uint8_t)(_BV(REFS0) | ch);
-        ADCSRA |= _BV(ADSC);
-    }
+    ADMUX = (uint8_t)(_BV(REFS0) | ch);
+    ADCSRA |= _BV(ADSC);
 }
 
 bool sampler_ready(void) { return head != tail; }
@@ -98,14 +104,6 @@ uint32_t sampler_overruns(void) {
     uint8_t s = SREG;
     cli();
     uint32_t n = overruns;
-    SREG = s;
-    return n;
-}
-
-uint32_t sampler_count(void) {
-    uint8_t s = SREG;
-    cli();
-    uint32_t n = count;
     SREG = s;
     return n;
 }

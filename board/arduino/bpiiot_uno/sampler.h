@@ -1,6 +1,6 @@
 // Timer-driven ADC sampling: Timer1 ticks at the sample rate, each tick converts
-// A0, A1, A2 (an analog accelerometer such as the ADXL335) and A3 (a TMP36 or LM35)
-// from the ADC interrupt. Triplets go to a ring the main loop drains; when the ring
+// A0, A1, A2 (an analog accelerometer such as the ADXL335), every 8th tick also A3 (a
+// TMP36 or LM35), from the ADC interrupt. Triplets go to a ring the main loop drains; when the ring
 // is full a triplet is dropped and counted (an overrun), sampling never waits.
 #ifndef BPIIOT_SAMPLER_H
 #define BPIIOT_SAMPLER_H
@@ -22,7 +22,5 @@ uint32_t sampler_overruns(void);
 bool sampler_take_gap(void);
 // Sum and count of temperature conversions since the last call (then zeroed).
 void sampler_take_temperature(uint32_t *sum, uint16_t *count);
-// Triplets converted since boot.
-uint32_t sampler_count(void);
 
 #endif
