@@ -20,6 +20,9 @@ static const DspCoeffs ROWS[] = {
     {1600, 27716, 23687, 2597, 42465, 2524, 12686, -2523, 1621693894391ULL},
 };
 static DspCoeffs C = ROWS[0];
+template <uint8_t R>
+static void step(AxisState *s, int16_t x);
+static void (*step_fn)(AxisState *, int16_t) = step<0>;
 
 bool dsp_rate_supported(uint16_t rate_hz) {
     for (uint8_t i = 0; i < sizeof ROWS / sizeof ROWS[0]; i++)
@@ -31,6 +34,7 @@ bool dsp_select(uint16_t rate_hz) {
     for (uint8_t i = 0; i < sizeof ROWS / sizeof ROWS[0]; i++) {
         if (ROWS[i].rate == rate_hz) {
             C = ROWS[i];
+            step_fn = i ? step<1> : step<0>;
             return true;
         }
     }
@@ -65,8 +69,10 @@ static void prime(AxisState *s, int16_t x) {
     s->primed = true;
 }
 
-void axis_step(AxisState *s, int16_t x) {
-    if (!s->primed) prime(s, x);
+// One sample of row R: the coefficients are immediates (ROWS is constant), so the
+// compiler loads them with LDI instead of keeping a row in registers.
+template <uint8_t R>
+static void step(AxisState *s, int16_t x) {
     uint16_t ax = x < 0 ? (uint16_t)-x : (uint16_t)x;
     if (ax > s->peak) s->peak = ax;
     uint32_t sq = (uint32_t)mul_ss(x, x);
@@ -76,27 +82,35 @@ void axis_step(AxisState *s, int16_t x) {
     // F: shaping, a = (B0 4x + B1 4x1 + B2 4x2) - A a1 / 2^16 in 32 bits (its pole
     // at z = -0.65 would hold a rounding limit cycle at Nyquist in 16 bits), then
     // u = a / 2^16 rounded, in 0.5 mg.
-    int16_t x4 = (int16_t)(x << 2), u1 = s->u1, y1 = s->y1;
+    int16_t x4 = (int16_t)(x << 2);
     int32_t a1 = s->a1;
-    int32_t acc = mul_ss(C.b0, x4) + mul_ss(C.b1, s->x1) + mul_ss(C.b2, s->x2) -
-                  mul_su((int16_t)(a1 >> 16), C.a) - (int32_t)(mul_uu((uint16_t)a1, C.a) >> 16);
+    int32_t acc = -(int32_t)(mul_uu((uint16_t)a1, ROWS[R].a) >> 16);
+    mac_su(acc, (int16_t)-(int16_t)(a1 >> 16), ROWS[R].a);
+    mac_ss(acc, x4, ROWS[R].b0);
+    mac_ss(acc, s->x1, ROWS[R].b1);
+    mac_ss(acc, s->x2, ROWS[R].b2);
     s->a1 = acc;
-    int16_t u = (int16_t)((acc + 0x8000L) >> 16);
     s->x2 = s->x1;
     s->x1 = x4;
-    s->u1 = u;
+    int16_t u = (int16_t)((acc + 0x8000L) >> 16);
     // S1: the real pole, y = y1 + (u - u1) - d1 y1, first-order error feedback.
-    int32_t q = mul_ss(y1, C.d1) + s->r1;
-    int16_t y = (int16_t)(y1 + (u - u1) - (int16_t)(q >> 16));
+    int16_t y1 = s->y1;
+    int32_t q = s->r1;
+    mac_ss(q, y1, ROWS[R].d1);
+    int16_t y = (int16_t)(y1 + (u - s->u1) - (int16_t)(q >> 16));
+    s->u1 = u;
     s->r1 = (uint16_t)q;
     s->y1 = y;
     // S4: pole pair x integrator, w = w1 + (dy << F4) - e v1 + d2 w1, v = v1 + w.
-    int32_t v1 = s->v1, w1 = s->w1;
-    int32_t p = mul_su((int16_t)(v1 >> 16), C.e) + (int32_t)(mul_uu((uint16_t)v1, C.e) >> 16) +
-                s->r4;
-    int32_t dq = mul_ss((int16_t)(w1 >> 16), C.d2) + ((mul_su(C.d2, (uint16_t)w1) + 0x8000L) >> 16);
-    int32_t w = w1 + sl11((int16_t)(y - y1)) - sr7(p) + dq;
+    int32_t v1 = s->v1;
+    int32_t p = (int32_t)(mul_uu((uint16_t)v1, ROWS[R].e) >> 16) + s->r4;
+    mac_su(p, (int16_t)(v1 >> 16), ROWS[R].e);
     s->r4 = (uint8_t)(p & 127);
+    int32_t w1 = s->w1;
+    int32_t t = 0x8000L;
+    mac_su(t, ROWS[R].d2, (uint16_t)w1);
+    int32_t w = w1 + (t >> 16) + sl11((int16_t)(y - y1)) - sr7(p);
+    mac_ss(w, (int16_t)(w1 >> 16), ROWS[R].d2);
     int32_t v = v1 + w;
     s->w1 = w;
     s->v1 = v;
@@ -110,6 +124,11 @@ void axis_step(AxisState *s, int16_t x) {
     lo = s->vl + sq;
     if (lo < sq) s->vh++;
     s->vl = lo;
+}
+
+void axis_step(AxisState *s, int16_t x) {
+    if (!s->primed) prime(s, x);
+    step_fn(s, x);
 }
 
 uint32_t isqrt64(uint64_t n) {

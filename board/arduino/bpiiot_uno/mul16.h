@@ -80,7 +80,65 @@ static inline uint32_t mul_uu(uint16_t a, uint16_t b) {
         : [a] "a"(a), [b] "a"(b));
     return r;
 }
+// acc += a * b, both signed (the products go straight into the accumulator: fewer
+// registers live than a product and an addition).
+static inline void mac_ss(int32_t &acc, int16_t a, int16_t b) {
+    uint8_t z;
+    __asm__(
+        "clr %[z]\n\t"
+        "muls %B[a], %B[b]\n\t"
+        "add %C[acc], r0\n\t"
+        "adc %D[acc], r1\n\t"
+        "mul %A[a], %A[b]\n\t"
+        "add %A[acc], r0\n\t"
+        "adc %B[acc], r1\n\t"
+        "adc %C[acc], %[z]\n\t"
+        "adc %D[acc], %[z]\n\t"
+        "mulsu %B[a], %A[b]\n\t"
+        "sbc %D[acc], %[z]\n\t"
+        "add %B[acc], r0\n\t"
+        "adc %C[acc], r1\n\t"
+        "adc %D[acc], %[z]\n\t"
+        "mulsu %B[b], %A[a]\n\t"
+        "sbc %D[acc], %[z]\n\t"
+        "add %B[acc], r0\n\t"
+        "adc %C[acc], r1\n\t"
+        "adc %D[acc], %[z]\n\t"
+        "clr __zero_reg__"
+        : [acc] "+r"(acc), [z] "=&r"(z)
+        : [a] "a"(a), [b] "a"(b));
+}
+// acc += a * b, a signed, b unsigned.
+static inline void mac_su(int32_t &acc, int16_t a, uint16_t b) {
+    uint8_t z;
+    __asm__(
+        "clr %[z]\n\t"
+        "mulsu %B[a], %B[b]\n\t"
+        "add %C[acc], r0\n\t"
+        "adc %D[acc], r1\n\t"
+        "mul %A[a], %A[b]\n\t"
+        "add %A[acc], r0\n\t"
+        "adc %B[acc], r1\n\t"
+        "adc %C[acc], %[z]\n\t"
+        "adc %D[acc], %[z]\n\t"
+        "mulsu %B[a], %A[b]\n\t"
+        "sbc %D[acc], %[z]\n\t"
+        "add %B[acc], r0\n\t"
+        "adc %C[acc], r1\n\t"
+        "adc %D[acc], %[z]\n\t"
+        "mul %B[b], %A[a]\n\t"
+        "add %B[acc], r0\n\t"
+        "adc %C[acc], r1\n\t"
+        "adc %D[acc], %[z]\n\t"
+        "clr __zero_reg__"
+        : [acc] "+r"(acc), [z] "=&r"(z)
+        : [a] "a"(a), [b] "a"(b));
+}
 #else
+static inline void mac_ss(int32_t &acc, int16_t a, int16_t b) { acc += (int32_t)a * b; }
+static inline void mac_su(int32_t &acc, int16_t a, uint16_t b) {
+    acc += (int32_t)a * (int32_t)b;
+}
 static inline int32_t mul_ss(int16_t a, int16_t b) { return (int32_t)a * b; }
 static inline int32_t mul_su(int16_t a, uint16_t b) { return (int32_t)a * (int32_t)b; }
 static inline uint32_t mul_uu(uint16_t a, uint16_t b) { return (uint32_t)a * b; }
