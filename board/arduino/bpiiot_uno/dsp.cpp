@@ -59,8 +59,9 @@ static inline int32_t sl11(int16_t x) {  // x << 11
 
 void axis_reset(AxisState *s) { memset(s, 0, sizeof *s); }
 
-// Start in the steady state of the first sample: gravity causes no transient.
-static void prime(AxisState *s, int16_t x) {
+// Start in the steady state of the first sample: gravity causes no transient. Out of
+// line: its 64-bit division would make every call of axis_step save registers.
+__attribute__((noinline)) static void prime(AxisState *s, int16_t x) {
     int16_t x4 = (int16_t)(x << 2);
     s->x1 = s->x2 = x4;
     int32_t num = mul_ss(C.b0, x4) + mul_ss(C.b1, x4) + mul_ss(C.b2, x4);

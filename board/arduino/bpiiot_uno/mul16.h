@@ -9,7 +9,7 @@
 
 #ifdef __AVR__
 // a * b, both signed.
-static inline int32_t mul_ss(int16_t a, int16_t b) {
+__attribute__((always_inline)) static inline int32_t mul_ss(int16_t a, int16_t b) {
     int32_t r;
     uint8_t z;
     __asm__(
@@ -34,7 +34,7 @@ static inline int32_t mul_ss(int16_t a, int16_t b) {
     return r;
 }
 // a * b, a signed, b unsigned.
-static inline int32_t mul_su(int16_t a, uint16_t b) {
+__attribute__((always_inline)) static inline int32_t mul_su(int16_t a, uint16_t b) {
     int32_t r;
     uint8_t z;
     __asm__(
@@ -58,7 +58,7 @@ static inline int32_t mul_su(int16_t a, uint16_t b) {
     return r;
 }
 // a * b, both unsigned.
-static inline uint32_t mul_uu(uint16_t a, uint16_t b) {
+__attribute__((always_inline)) static inline uint32_t mul_uu(uint16_t a, uint16_t b) {
     uint32_t r;
     uint8_t z;
     __asm__(
@@ -82,7 +82,7 @@ static inline uint32_t mul_uu(uint16_t a, uint16_t b) {
 }
 // acc += a * b, both signed (the products go straight into the accumulator: fewer
 // registers live than a product and an addition).
-static inline void mac_ss(int32_t &acc, int16_t a, int16_t b) {
+__attribute__((always_inline)) static inline void mac_ss(int32_t &acc, int16_t a, int16_t b) {
     uint8_t z;
     __asm__(
         "clr %[z]\n\t"
@@ -109,7 +109,7 @@ static inline void mac_ss(int32_t &acc, int16_t a, int16_t b) {
         : [a] "a"(a), [b] "a"(b));
 }
 // acc += a * b, a signed, b unsigned.
-static inline void mac_su(int32_t &acc, int16_t a, uint16_t b) {
+__attribute__((always_inline)) static inline void mac_su(int32_t &acc, int16_t a, uint16_t b) {
     uint8_t z;
     __asm__(
         "clr %[z]\n\t"
@@ -135,13 +135,13 @@ static inline void mac_su(int32_t &acc, int16_t a, uint16_t b) {
         : [a] "a"(a), [b] "a"(b));
 }
 #else
-static inline void mac_ss(int32_t &acc, int16_t a, int16_t b) { acc += (int32_t)a * b; }
-static inline void mac_su(int32_t &acc, int16_t a, uint16_t b) {
+__attribute__((always_inline)) static inline void mac_ss(int32_t &acc, int16_t a, int16_t b) { acc += (int32_t)a * b; }
+__attribute__((always_inline)) static inline void mac_su(int32_t &acc, int16_t a, uint16_t b) {
     acc += (int32_t)a * (int32_t)b;
 }
-static inline int32_t mul_ss(int16_t a, int16_t b) { return (int32_t)a * b; }
-static inline int32_t mul_su(int16_t a, uint16_t b) { return (int32_t)a * (int32_t)b; }
-static inline uint32_t mul_uu(uint16_t a, uint16_t b) { return (uint32_t)a * b; }
+__attribute__((always_inline)) static inline int32_t mul_ss(int16_t a, int16_t b) { return (int32_t)a * b; }
+__attribute__((always_inline)) static inline int32_t mul_su(int16_t a, uint16_t b) { return (int32_t)a * (int32_t)b; }
+__attribute__((always_inline)) static inline uint32_t mul_uu(uint16_t a, uint16_t b) { return (uint32_t)a * b; }
 #endif
 
 #endif

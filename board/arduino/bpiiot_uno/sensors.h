@@ -10,7 +10,7 @@
 // mg = (mV - 1650) * 1000 / 330 with mV = (code + 1/2) * 5000 / 1024, i.e.
 // ((2 code + 1) * 484849 >> 16) - 5000; 484849 = 7 * 2^16 + 26097, so one 16 x 16-bit
 // product does it (a 32-bit one would cost a library call on every sample).
-static inline int16_t adxl335_mg(uint16_t code) {
+__attribute__((always_inline)) static inline int16_t adxl335_mg(uint16_t code) {
     uint16_t n = (uint16_t)(2 * code + 1);
     return (int16_t)(n * 7 + (uint16_t)(mul_uu(n, 26097) >> 16) - 5000);
 }
