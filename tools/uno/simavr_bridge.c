@@ -22,6 +22,8 @@
  *   stack-painting check). -r paces the simulation to real time (default: as fast as
  *   the host runs it; the firmware's clock is simulated time either way); -b implies
  *   -r, since a bootloader's timeouts must run at the uploader's pace.
+ * - PC4 (A4) is the firmware's timing probe: STATS counts its high pulses and the
+ *   cycles they lasted (probe_pulses, probe_cycles), e.g. building and queueing reports.
  * - -p PROFILE: on stop, the cycles the CPU spent awake at each program address
  *   (lines "byte_address cycles"), to attribute them to functions with avr-nm
  *   (tools/uno_profile.py).
@@ -42,6 +44,7 @@
 
 #include "avr_adc.h"
 #include "avr_eeprom.h"
+#include "avr_ioport.h"
 #include "avr_uart.h"
 #include "sim_avr.h"
 #include "sim_elf.h"
@@ -58,6 +61,19 @@ static uint16_t fixed_row[4] = {1650, 1650, 1980, 750};
 static avr_irq_t *adc_irq;
 static avr_irq_t *uart_in;
 static uint64_t *profile;  // awake cycles per flash word, with -p
+static uint64_t probe_start, probe_cycles, probe_pulses;
+
+static void probe_pin(struct avr_irq_t *irq, uint32_t value, void *param) {
+    (void)irq;
+    (void)param;
+    if (value) {
+        probe_start = avr->cycle;
+    } else if (probe_start) {
+        probe_cycles += avr->cycle - probe_start;
+        probe_pulses++;
+        probe_start = 0;
+    }
+}
 
 static void on_signal(int sig) {
     if (sig == SIGUSR1)
@@ -187,11 +203,13 @@ static void write_stats(const char *path, int state) {
     fprintf(f,
             "{\"cycles\": %llu, \"sleep_cycles\": %llu, \"conversions\": %llu, "
             "\"bytes_in\": %llu, \"bytes_out\": %llu, \"bytes_dropped\": %llu, "
-            "\"sleep_steps\": %llu, \"state\": %d}\n",
+            "\"sleep_steps\": %llu, \"probe_pulses\": %llu, \"probe_cycles\": %llu, "
+            "\"state\": %d}\n",
             (unsigned long long)avr->cycle, (unsigned long long)sleep_cycles,
             (unsigned long long)conversions, (unsigned long long)bytes_in,
             (unsigned long long)bytes_out, (unsigned long long)bytes_dropped,
-            (unsigned long long)sleep_steps, state);
+            (unsigned long long)sleep_steps, (unsigned long long)probe_pulses,
+            (unsigned long long)probe_cycles, state);
     fclose(f);
 }
 
@@ -288,6 +306,7 @@ int main(int argc, char **argv) {
                             uart_xon, NULL);
     avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_UART_GETIRQ('0'), UART_IRQ_OUT_XOFF),
                             uart_xoff, NULL);
+    avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_IOPORT_GETIRQ('C'), 4), probe_pin, NULL);
     adc_irq = avr_io_getirq(avr, AVR_IOCTL_ADC_GETIRQ, 0);
     avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_ADC_GETIRQ, ADC_IRQ_OUT_TRIGGER),
                             adc_trigger, NULL);

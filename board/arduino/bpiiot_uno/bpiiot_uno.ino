@@ -5,7 +5,8 @@
 // and exactly one ack or nack for every command. Sampling runs from Timer1 and ADC
 // interrupts (sampler.cpp); frames leave through an interrupt-driven TX queue
 // (uart.cpp), so sampling never waits on the line. Wiring: ADXL335 X/Y/Z on A0-A2
-// (powered from 3.3 V), TMP36 on A3, outputs on D2-D13.
+// (powered from 3.3 V), TMP36 on A3, outputs on D2-D13. A4 is a timing probe: high
+// while a report is built and queued (make bench reads it in simavr; leave it open).
 //
 // Builds with `make uno` (Debian gcc-avr + arduino-core-avr) or opens as a sketch in
 // the Arduino IDE / arduino-cli; protocol_constants.h is generated from
@@ -149,7 +150,11 @@ static void start_acquisition(void) {
     sampler_start(cfg.sample_rate_hz);
 }
 
+#define PROBE_ON() (PORTC |= _BV(PC4))
+#define PROBE_OFF() (PORTC &= (uint8_t)~_BV(PC4))
+
 static void finish_window(void) {
+    PROBE_ON();
     Report r;
     r.window_seq = ++windows;
     r.board_time_ms = millis();
@@ -188,6 +193,7 @@ static void finish_window(void) {
     payload_writer(&w, body, sizeof body);
     write_report(&w, &r);
     send(T_REPORT, &w);
+    PROBE_OFF();
 }
 
 static void process(const Triplet *t) {
@@ -383,6 +389,7 @@ void setup() {
         cfg.machine_class > 3 || cfg.channels > 15) {
         cfg = Config{DSP_DEFAULT_RATE_HZ, 1000, 1000, CH_X | CH_Y | CH_Z | CH_TEMP, 2};
     }
+    DDRC |= _BV(PC4);  // the report timing probe
     uart_begin(BAUD);
     uart_put(0);  // flush whatever partial frame the host holds
     send_hello();
