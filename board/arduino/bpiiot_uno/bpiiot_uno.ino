@@ -235,6 +235,8 @@ static PGM_P apply_config(const Command *c) {
     if (n.hop_ms != n.window_ms) return PSTR("no sliding windows");
     if (((uint32_t)n.sample_rate_hz * n.window_ms) % 1000) return PSTR("window not whole samples");
     if ((uint32_t)n.sample_rate_hz * n.window_ms / 1000 > 65535UL) return PSTR("window too long");
+    // The temperature is converted at every 8th tick (sampler.cpp): a window holds one.
+    if ((uint32_t)n.sample_rate_hz * n.window_ms / 1000 < 8) return PSTR("window under 8 samples");
     bool restart = n.sample_rate_hz != cfg.sample_rate_hz || n.window_ms != cfg.window_ms ||
                    n.hop_ms != cfg.hop_ms;
     if (memcmp(&n, &cfg, sizeof n)) {
