@@ -21,10 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "board"))
 
-from fw_link import Client  # noqa: E402
-from uno_sim import FIRMWARE, UnoSim  # noqa: E402
+from fw_link import Client
+from uno_sim import FIRMWARE, UnoSim
 
-from bpiiot import messages as m  # noqa: E402
+from bpiiot import messages as m
 
 KEY = bytes(range(0xA0, 0xC0))
 

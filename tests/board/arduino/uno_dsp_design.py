@@ -124,7 +124,8 @@ def main() -> None:
         row = design(fs)
         print(fs, row)
         f = freqs[freqs <= fs / 2]
-        print("  ", {float(a): round(float(b), 3) for a, b in zip(f, velocity_ratio(row, fs, f), strict=True)})
+        ratio = velocity_ratio(row, fs, f)
+        print("  ", {float(a): round(float(b), 3) for a, b in zip(f, ratio, strict=True)})
         print("   nyquist", round(float(velocity_ratio(row, fs, np.array([fs / 2.0]))[0]), 3))
         print("   L1", {k: round(float(np.sum(np.abs(v))), 3) for k, v in impulse(row, fs).items()})
 
