@@ -73,7 +73,7 @@ static uint32_t window_n, in_window;
 static uint16_t settle_left, settle_n;
 static uint16_t window_flags;
 static uint32_t overruns_seen;
-static uint32_t idle_us, load_window_start;
+static uint32_t idle_cycles, load_window_start;
 static uint16_t load_permille;
 
 // --- sending ----------------------------------------------------------------------
@@ -351,7 +351,7 @@ static void rx_byte(uint8_t b) {
 // ones that left work end the idle period, so the clock is read twice per triplet,
 // not at every wake-up.
 static void idle(void) {
-    uint32_t t0 = micros();
+    uint32_t t0 = sampler_clock();
     set_sleep_mode(SLEEP_MODE_IDLE);
     for (;;) {
         cli();
@@ -362,16 +362,20 @@ static void idle(void) {
         sleep_disable();
     }
     sei();
-    idle_us += micros() - t0;
+    // Modulo 256 ticks: an idle period ends at the next triplet, within two ticks.
+    uint32_t wrap = 256UL * (OCR1A + 1);
+    uint32_t t1 = sampler_clock();
+    idle_cycles += t1 >= t0 ? t1 - t0 : t1 + wrap - t0;
 }
 
+// Busy share over the last second: cycles not spent in idle() over all cycles.
 static void account_load(void) {
-    uint32_t now = micros();
-    uint32_t span = now - load_window_start;
-    if (span >= 1000000UL) {
-        uint32_t idle_ms = idle_us / 1000, span_ms = span / 1000;
-        load_permille = (uint16_t)(idle_ms >= span_ms ? 0 : 1000 - idle_ms * 1000 / span_ms);
-        idle_us = 0;
+    uint32_t now = millis();
+    uint32_t span_ms = now - load_window_start;
+    if (span_ms >= 1000) {
+        uint32_t idle_permille = idle_cycles / (16UL * span_ms);  // 16,000 cycles a ms
+        load_permille = (uint16_t)(idle_permille >= 1000 ? 0 : 1000 - idle_permille);
+        idle_cycles = 0;
         load_window_start = now;
     }
 }
@@ -395,7 +399,7 @@ void setup() {
     uart_begin(BAUD);
     uart_put(0);  // flush whatever partial frame the host holds
     send_hello();
-    load_window_start = micros();
+    load_window_start = millis();
     start_acquisition();
     // A hung loop resets the board (and the SBC sees a new session) instead of
     // leaving a silent one; the loop turns at least at the sample rate.

@@ -4,16 +4,23 @@
 #include <avr/io.h>
 
 // 64 triplets, 40 ms at 1600 S/s: an authenticated command and its reply (four
-// SHA-256 blocks) plus a report can hold the main loop about 33 ms. Packed three
-// 10-bit codes to a 32-bit word, the ring takes 256 bytes instead of 384.
+// SHA-256 blocks) plus a report can hold the main loop about 33 ms. Packed in 4 bytes
+// (the three low bytes, then the three 2-bit high parts), the ring takes 256 bytes
+// instead of 384, and packing and unpacking move whole bytes.
 #define RING 64
+struct Packed {
+    uint8_t lo[3];
+    uint8_t hi;  // x bits 9-8 in 1-0, y in 3-2, z in 5-4
+};
 #define CHANNELS 4
 // The temperature (A3) is converted at every 8th tick only: it is averaged over the
 // window anyway, and an interrupt less per tick saves about 35 cycles per axis-sample.
 #define TEMP_EVERY 8
 
-static volatile uint32_t ring[RING];
-static volatile uint8_t head, tail;
+static volatile Packed ring[RING];
+volatile uint8_t sampler_head, sampler_tail;
+#define head sampler_head
+#define tail sampler_tail
 static volatile uint32_t overruns;
 static uint8_t tick;
 static volatile bool gap;
@@ -48,7 +55,23 @@ void sampler_stop(void) {
     ADCSRA = 0;
 }
 
+volatile uint8_t sampler_ticks;
+
+uint32_t sampler_clock(void) {
+    uint8_t s = SREG;
+    cli();
+    uint8_t k = sampler_ticks;
+    uint16_t c = TCNT1;
+    if (TIFR1 & _BV(OCF1A)) {  // a tick whose interrupt has not run yet
+        c = TCNT1;
+        k++;
+    }
+    SREG = s;
+    return (uint32_t)k * (uint32_t)(OCR1A + 1) + c;
+}
+
 ISR(TIMER1_COMPA_vect) {
+    sampler_ticks++;
     if (channel != CHANNELS) {
         overruns++;  // the previous tick's conversions are still running
         gap = true;
@@ -69,10 +92,12 @@ ISR(ADC_vect) {
             overruns++;
             gap = true;
         } else {
-            // x | y << 10 | z << 20, shifts by whole bytes where they can be.
-            uint16_t lo = (uint16_t)(cur[0] | (cur[1] << 10));
-            uint16_t hi = (uint16_t)((cur[1] >> 6) | (v << 4));
-            ring[head % RING] = ((uint32_t)hi << 16) | lo;
+            volatile Packed *p = &ring[head % RING];
+            uint16_t x = cur[0], y = cur[1];
+            p->lo[0] = (uint8_t)x;
+            p->lo[1] = (uint8_t)y;
+            p->lo[2] = (uint8_t)v;
+            p->hi = (uint8_t)((x >> 8) | ((y >> 8) << 2) | ((v >> 8) << 4));
             head = (uint8_t)(head + 1);
         }
         if (++tick % TEMP_EVERY) {
@@ -91,15 +116,13 @@ ISR(ADC_vect) {
     ADCSRA |= _BV(ADSC);
 }
 
-bool sampler_ready(void) { return head != tail; }
-
 bool sampler_take(Triplet *t) {
     if (head == tail) return false;
-    uint32_t w = ring[tail % RING];
-    uint16_t lo = (uint16_t)w, hi = (uint16_t)(w >> 16);
-    t->raw[0] = lo & 1023;
-    t->raw[1] = (uint16_t)((lo >> 10) | ((hi & 15) << 6));
-    t->raw[2] = hi >> 4;
+    volatile Packed *p = &ring[tail % RING];
+    uint8_t hi = p->hi;
+    t->raw[0] = (uint16_t)(((hi & 3) << 8) | p->lo[0]);
+    t->raw[1] = (uint16_t)((((hi >> 2) & 3) << 8) | p->lo[1]);
+    t->raw[2] = (uint16_t)((((hi >> 4) & 3) << 8) | p->lo[2]);
     tail = (uint8_t)(tail + 1);
     return true;
 }

@@ -9,7 +9,9 @@
 #define TX_SIZE 96
 
 static volatile uint8_t rx_buf[RX_SIZE];
-static volatile uint8_t rx_head, rx_tail;
+volatile uint8_t uart_rx_head, uart_rx_tail;
+#define rx_head uart_rx_head
+#define rx_tail uart_rx_tail
 static volatile uint16_t rx_lost;
 static volatile uint8_t tx_buf[TX_SIZE];
 static volatile uint8_t tx_head, tx_tail;
@@ -46,8 +48,6 @@ ISR(USART_UDRE_vect) {
     UDR0 = tx_buf[tx_tail];
     tx_tail = tx_tail + 1 == TX_SIZE ? 0 : tx_tail + 1;
 }
-
-bool uart_rx_ready(void) { return rx_head != rx_tail; }
 
 int16_t uart_read(void) {
     if (rx_head == rx_tail) return -1;
