@@ -82,12 +82,13 @@ ISR(TIMER1_COMPA_vect) {
     ADCSRA |= _BV(ADSC);
 }
 
-ISR(ADC_vect) {
+// The last conversions of a tick (Z, the temperature): the C handler, entered from
+// the ADC vector below with every register as the interrupted code left it.
+extern "C" void __vector_adc_slow(void) __attribute__((signal, used));
+void __vector_adc_slow(void) {
     uint16_t v = ADC;
     uint8_t ch = channel;
-    if (ch < 2) {
-        cur[ch] = v;
-    } else if (ch == 2) {
+    if (ch == 2) {
         if ((uint8_t)(head - tail) >= RING) {
             overruns++;
             gap = true;
@@ -104,16 +105,63 @@ ISR(ADC_vect) {
             channel = CHANNELS;  // idle until the next tick
             return;
         }
+        channel = 3;
+        ADMUX = (uint8_t)(_BV(REFS0) | 3);
+        ADCSRA |= _BV(ADSC);
     } else {
         temp_sum += v;
         temp_n++;
         channel = CHANNELS;
-        return;
     }
-    ch++;
-    channel = ch;
-    ADMUX = (uint8_t)(_BV(REFS0) | ch);
-    ADCSRA |= _BV(ADSC);
+}
+
+// X and Y (two conversions of three or four a tick) take the short path: store the
+// code, start the next channel, three registers saved instead of fifteen (about 60
+// cycles less each). r1 is not assumed zero: the interrupt may land inside a MUL.
+ISR(ADC_vect, ISR_NAKED) {
+    __asm__ volatile(
+        "push r24\n\t"
+        "in r24, __SREG__\n\t"
+        "push r24\n\t"
+        "lds r24, %[ch]\n\t"
+        "cpi r24, 2\n\t"
+        "brsh 2f\n\t"
+        "push r30\n\t"
+        "push r31\n\t"
+        "ldi r30, lo8(%[cur])\n\t"
+        "ldi r31, hi8(%[cur])\n\t"
+        "lsl r24\n\t"
+        "add r30, r24\n\t"
+        "brcc 1f\n\t"
+        "inc r31\n"
+        "1:\n\t"
+        "lds r24, %[adcl]\n\t"  // ADCL first: it locks ADCH until read
+        "st Z+, r24\n\t"
+        "lds r24, %[adch]\n\t"
+        "st Z, r24\n\t"
+        "pop r31\n\t"
+        "pop r30\n\t"
+        "lds r24, %[ch]\n\t"
+        "inc r24\n\t"
+        "sts %[ch], r24\n\t"
+        "ori r24, %[refs0]\n\t"
+        "sts %[admux], r24\n\t"
+        "lds r24, %[adcsra]\n\t"
+        "ori r24, %[adsc]\n\t"
+        "sts %[adcsra], r24\n\t"
+        "pop r24\n\t"
+        "out __SREG__, r24\n\t"
+        "pop r24\n\t"
+        "reti\n"
+        "2:\n\t"
+        "pop r24\n\t"
+        "out __SREG__, r24\n\t"
+        "pop r24\n\t"
+        "jmp __vector_adc_slow\n\t"
+        :
+        : [ch] "i"(&channel), [cur] "i"(cur), [adcl] "i"(_SFR_MEM_ADDR(ADCL)),
+          [adch] "i"(_SFR_MEM_ADDR(ADCH)), [admux] "i"(_SFR_MEM_ADDR(ADMUX)),
+          [adcsra] "i"(_SFR_MEM_ADDR(ADCSRA)), [refs0] "M"(_BV(REFS0)), [adsc] "M"(_BV(ADSC)));
 }
 
 bool sampler_take(Triplet *t) {
