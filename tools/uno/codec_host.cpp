@@ -318,13 +318,15 @@ int uno_features(const int16_t *x, const int16_t *y, const int16_t *z, int n, in
     if (!dsp_select((uint16_t)rate)) return -1;
     AxisState st[3];
     for (int a = 0; a < 3; a++) axis_reset(&st[a]);
-    const int16_t *axes[3] = {x, y, z};
     int windows = 0;
     for (int i = 0; i + window <= n; i += window) {
         uint32_t *o = out + 10 * windows;
         o[9] = 0;
+        for (int j = i; j < i + window; j++) {
+            int16_t xyz[3] = {x[j], y[j], z[j]};
+            axes_step(st, xyz, 3);
+        }
         for (int a = 0; a < 3; a++) {
-            for (int j = i; j < i + window; j++) axis_step(&st[a], axes[a][j]);
             AxisResult r;
             axis_finish(&st[a], (uint16_t)window, &r);
             o[a] = r.rms_mg;

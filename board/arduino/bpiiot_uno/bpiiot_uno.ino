@@ -209,9 +209,8 @@ static void process(const Triplet *t) {
     if ((adc_clipped(x) && (ch & CH_X)) || (adc_clipped(y) && (ch & CH_Y)) ||
         (adc_clipped(z) && (ch & CH_Z)))
         window_flags |= RF_CLIPPED;
-    axis_step(&axes[0], adxl335_mg(x));
-    axis_step(&axes[1], adxl335_mg(y));
-    axis_step(&axes[2], adxl335_mg(z));
+    int16_t mg[3] = {adxl335_mg(x), adxl335_mg(y), adxl335_mg(z)};
+    axes_step(axes, mg, 3);
     if (settle_left) {
         settle_left--;
         window_flags |= RF_SETTLING;

@@ -21,8 +21,8 @@ static const DspCoeffs ROWS[] = {
 };
 static DspCoeffs C = ROWS[0];
 template <uint8_t R>
-static void step(AxisState *s, int16_t x);
-static void (*step_fn)(AxisState *, int16_t) = step<0>;
+static void step(AxisState *s, const int16_t *x, uint8_t n);
+static void (*step_fn)(AxisState *, const int16_t *, uint8_t) = step<0>;
 
 bool dsp_rate_supported(uint16_t rate_hz) {
     for (uint8_t i = 0; i < sizeof ROWS / sizeof ROWS[0]; i++)
@@ -70,10 +70,11 @@ __attribute__((noinline)) static void prime(AxisState *s, int16_t x) {
     s->primed = true;
 }
 
-// One sample of row R: the coefficients are immediates (ROWS is constant), so the
-// compiler loads them with LDI instead of keeping a row in registers.
+// One sample of row R on one axis: the coefficients are immediates (ROWS is
+// constant), so the compiler loads them with LDI instead of keeping a row in
+// registers.
 template <uint8_t R>
-static void step(AxisState *s, int16_t x) {
+__attribute__((always_inline)) static inline void step_one(AxisState *s, int16_t x) {
     uint16_t ax = x < 0 ? (uint16_t)-x : (uint16_t)x;
     if (ax > s->peak) s->peak = ax;
     uint32_t sq = (uint32_t)mul_ss(x, x);
@@ -119,17 +120,24 @@ static void step(AxisState *s, int16_t x) {
     int32_t vs = sr10(v);
     if ((int16_t)vs != vs) {
         s->vel_saturated = true;
-        return;
+    } else {
+        sq = (uint32_t)mul_ss((int16_t)vs, (int16_t)vs);
+        lo = s->vl + sq;
+        if (lo < sq) s->vh++;
+        s->vl = lo;
     }
-    sq = (uint32_t)mul_ss((int16_t)vs, (int16_t)vs);
-    lo = s->vl + sq;
-    if (lo < sq) s->vh++;
-    s->vl = lo;
 }
 
-void axis_step(AxisState *s, int16_t x) {
-    if (!s->primed) prime(s, x);
-    step_fn(s, x);
+// The axes of one sample in one call: registers saved once, not once per axis.
+template <uint8_t R>
+static void step(AxisState *s, const int16_t *xs, uint8_t n) {
+    for (; n; n--, s++, xs++) step_one<R>(s, *xs);
+}
+
+void axes_step(AxisState *s, const int16_t *x, uint8_t n) {
+    for (uint8_t a = 0; a < n; a++)
+        if (!s[a].primed) prime(&s[a], x[a]);
+    step_fn(s, x, n);
 }
 
 uint32_t isqrt64(uint64_t n) {

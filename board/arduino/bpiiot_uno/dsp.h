@@ -53,8 +53,9 @@ struct AxisResult {
 // Select the coefficients of a supported rate (for every axis); false otherwise.
 bool dsp_select(uint16_t rate_hz);
 void axis_reset(AxisState *s);
-// One sample (mg, |x| <= DSP_X_LIMIT) through the filter and into the window sums.
-void axis_step(AxisState *s, int16_t x);
+// One sample of each of n axes (mg, |x| <= DSP_X_LIMIT; s[a] takes x[a]) through
+// the filter and into the window sums.
+void axes_step(AxisState *s, const int16_t *x, uint8_t n);
 // The window's features over n samples; the sums restart, the filter goes on.
 void axis_finish(AxisState *s, uint16_t n, AxisResult *out);
 
