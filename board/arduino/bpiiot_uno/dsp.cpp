@@ -134,9 +134,14 @@ static void step(AxisState *s, const int16_t *xs, uint8_t n) {
     for (; n; n--, s++, xs++) step_one<R>(s, *xs);
 }
 
-void axes_step(AxisState *s, const int16_t *x, uint8_t n) {
+// The axes are reset together (axis_reset at every start), so the first one tells.
+__attribute__((noinline)) static void prime_all(AxisState *s, const int16_t *x, uint8_t n) {
     for (uint8_t a = 0; a < n; a++)
         if (!s[a].primed) prime(&s[a], x[a]);
+}
+
+void axes_step(AxisState *s, const int16_t *x, uint8_t n) {
+    if (!s->primed) prime_all(s, x, n);
     step_fn(s, x, n);
 }
 

@@ -98,7 +98,8 @@ void __vector_adc_slow(void) {
             p->lo[0] = (uint8_t)x;
             p->lo[1] = (uint8_t)y;
             p->lo[2] = (uint8_t)v;
-            p->hi = (uint8_t)((x >> 8) | ((y >> 8) << 2) | ((v >> 8) << 4));
+            uint8_t hx = (uint8_t)(x >> 8), hy = (uint8_t)(y >> 8), hz = (uint8_t)(v >> 8);
+            p->hi = (uint8_t)(hx | (uint8_t)(hy << 2) | (uint8_t)(hz << 4));
             head = (uint8_t)(head + 1);
         }
         if (++tick % TEMP_EVERY) {
@@ -167,10 +168,12 @@ ISR(ADC_vect, ISR_NAKED) {
 bool sampler_take(Triplet *t) {
     if (head == tail) return false;
     volatile Packed *p = &ring[tail % RING];
+    // 8-bit shifts only: avr-gcc writes 16-bit ones as loops.
     uint8_t hi = p->hi;
-    t->raw[0] = (uint16_t)(((hi & 3) << 8) | p->lo[0]);
-    t->raw[1] = (uint16_t)((((hi >> 2) & 3) << 8) | p->lo[1]);
-    t->raw[2] = (uint16_t)((((hi >> 4) & 3) << 8) | p->lo[2]);
+    uint8_t h0 = hi & 3, h1 = (uint8_t)(hi >> 2) & 3, h2 = (uint8_t)(hi >> 4) & 3;
+    t->raw[0] = (uint16_t)((uint16_t)h0 << 8 | p->lo[0]);
+    t->raw[1] = (uint16_t)((uint16_t)h1 << 8 | p->lo[1]);
+    t->raw[2] = (uint16_t)((uint16_t)h2 << 8 | p->lo[2]);
     tail = (uint8_t)(tail + 1);
     return true;
 }
