@@ -73,7 +73,10 @@ static uint32_t window_n, in_window;
 static uint16_t settle_left, settle_n;
 static uint16_t window_flags;
 static uint32_t overruns_seen;
-static uint32_t idle_cycles, load_window_start;
+// Idle time as whole ticks plus a count of cycles (combined once a second).
+static uint16_t idle_ticks;
+static int32_t idle_count;
+static uint32_t load_window_start;
 static uint16_t load_permille;
 
 // --- sending ----------------------------------------------------------------------
@@ -350,7 +353,7 @@ static void rx_byte(uint8_t b) {
 // ones that left work end the idle period, so the clock is read twice per triplet,
 // not at every wake-up.
 static void idle(void) {
-    uint32_t t0 = sampler_clock();
+    SamplerClock t0 = sampler_clock();
     set_sleep_mode(SLEEP_MODE_IDLE);
     for (;;) {
         cli();
@@ -361,10 +364,10 @@ static void idle(void) {
         sleep_disable();
     }
     sei();
-    // Modulo 256 ticks: an idle period ends at the next triplet, within two ticks.
-    uint32_t wrap = 256UL * (OCR1A + 1);
-    uint32_t t1 = sampler_clock();
-    idle_cycles += t1 >= t0 ? t1 - t0 : t1 + wrap - t0;
+    // Ticks modulo 256: an idle period ends at the next triplet, within two ticks.
+    SamplerClock t1 = sampler_clock();
+    idle_ticks += (uint8_t)(t1.ticks - t0.ticks);
+    idle_count += (int32_t)t1.count - (int32_t)t0.count;
 }
 
 // Busy share over the last second: cycles not spent in idle() over all cycles.
@@ -372,9 +375,12 @@ static void account_load(void) {
     uint32_t now = millis();
     uint32_t span_ms = now - load_window_start;
     if (span_ms >= 1000) {
-        uint32_t idle_permille = idle_cycles / (16UL * span_ms);  // 16,000 cycles a ms
+        int32_t idle = (int32_t)idle_ticks * sampler_period() + idle_count;
+        // 16,000 cycles a millisecond.
+        uint32_t idle_permille = idle > 0 ? (uint32_t)idle / (16UL * span_ms) : 0;
         load_permille = (uint16_t)(idle_permille >= 1000 ? 0 : 1000 - idle_permille);
-        idle_cycles = 0;
+        idle_ticks = 0;
+        idle_count = 0;
         load_window_start = now;
     }
 }

@@ -57,18 +57,19 @@ void sampler_stop(void) {
 
 volatile uint8_t sampler_ticks;
 
-uint32_t sampler_clock(void) {
+SamplerClock sampler_clock(void) {
     uint8_t s = SREG;
     cli();
-    uint8_t k = sampler_ticks;
-    uint16_t c = TCNT1;
+    SamplerClock t = {sampler_ticks, TCNT1};
     if (TIFR1 & _BV(OCF1A)) {  // a tick whose interrupt has not run yet
-        c = TCNT1;
-        k++;
+        t.count = TCNT1;
+        t.ticks++;
     }
     SREG = s;
-    return (uint32_t)k * (uint32_t)(OCR1A + 1) + c;
+    return t;
 }
+
+uint16_t sampler_period(void) { return (uint16_t)(OCR1A + 1); }
 
 ISR(TIMER1_COMPA_vect) {
     sampler_ticks++;

@@ -15,10 +15,15 @@ void sampler_stop(void);
 // True when a triplet is waiting (inline: the idle loop asks at every wake-up).
 extern volatile uint8_t sampler_head, sampler_tail;
 static inline bool sampler_ready(void) { return sampler_head != sampler_tail; }
-// CPU cycles on a clock that wraps every 256 ticks: Timer1's count plus its ticks, a
-// cheaper clock than micros() for timing the idle loop (differences of less than
-// 256 ticks only).
-uint32_t sampler_clock(void);
+// A cheap clock for timing the idle loop (cheaper than micros()): ticks since start
+// (wrapping at 256) and Timer1's count within the tick, in CPU cycles.
+struct SamplerClock {
+    uint8_t ticks;
+    uint16_t count;
+};
+SamplerClock sampler_clock(void);
+// CPU cycles per tick.
+uint16_t sampler_period(void);
 // Take the oldest triplet; false when none is waiting.
 bool sampler_take(Triplet *t);
 // Samples lost since boot (ring full, or a tick came while converting).
