@@ -270,7 +270,7 @@ def test_1600_sps_runs_and_matches_the_host_build(
     with UnoSim(signal_file=sig) as sim:
         with bpiiot.connect(sim.start()) as board:
             assert board.configure(sample_rate_hz=fs) == m.Config(fs, 1000, 1000, 15, 2)
-            time.sleep(0.3)  # the EEPROM write, a byte per loop turn
+            time.sleep(0.5)  # the EEPROM write, a byte per loop turn (some 30 ms simulated)
         with bpiiot.connect(sim.restart()) as board:
             got = []
             for r in board.reports(timeout_s=10):
