@@ -355,15 +355,15 @@ static void rx_byte(uint8_t b) {
 static void idle(void) {
     SamplerClock t0 = sampler_clock();
     set_sleep_mode(SLEEP_MODE_IDLE);
+    sleep_enable();  // for the whole idle period: the loop below runs at every wake-up
     for (;;) {
         cli();
         if (sampler_ready() || uart_rx_ready()) break;
-        sleep_enable();
         sei();  // the instruction after sei runs first: no wake-up is lost in between
         sleep_cpu();
-        sleep_disable();
     }
     sei();
+    sleep_disable();
     // Ticks modulo 256: an idle period ends at the next triplet, within two ticks.
     SamplerClock t1 = sampler_clock();
     idle_ticks += (uint8_t)(t1.ticks - t0.ticks);
