@@ -2,7 +2,8 @@
 // MULSU), inline: avr-gcc otherwise widens mixed-sign or unsigned operands to 32 bits
 // and calls __mulsi3 (about 4 times the cycles). The sequences are Atmel's AVR201
 // (application note "Using the AVR Hardware Multiplier"); the host build uses plain
-// C, and tests/board/arduino/test_uno_vectors_avr.py checks that both agree.
+// C, and tests/board/arduino/test_uno_sim.py checks that the ELF and the host build
+// report the same features bit for bit.
 #ifndef BPIIOT_MUL16_H
 #define BPIIOT_MUL16_H
 #include <stdint.h>
