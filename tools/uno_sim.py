@@ -101,6 +101,7 @@ class UnoSim:
         firmware: Path | None = FIRMWARE,
         bootloader: Path | None = None,
         realtime: bool = False,
+        profile: Path | None = None,
     ) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="bpiiot-uno-")
         tmp = Path(self._tmp.name)
@@ -109,6 +110,7 @@ class UnoSim:
         self.firmware = firmware
         self.bootloader = bootloader
         self.realtime = realtime
+        self.profile = profile
         self.stats_file = tmp / "stats.json"
         self.ram_file = tmp / "sram.bin"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -128,6 +130,8 @@ class UnoSim:
             args += ["-s", str(self.signal_file)]
         if self.realtime:
             args.append("-r")
+        if self.profile is not None:
+            args += ["-p", str(self.profile)]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert self.proc.stdout is not None
         # simavr's ELF loader prints a few lines of its own first.

@@ -309,21 +309,24 @@ int uno_cobs_encode(const uint8_t *src, int n, uint8_t *out, int cap) {
 #include "dsp.h"
 
 extern "C" {
-// Run the Uno's feature pipeline over three axes of n samples (mg) in tumbling
-// windows of `window` samples; out gets 9 values (rms x3, peak x3, vel x3) and a flag
-// word (bit 0: acceleration saturated, bit 1: velocity saturated) per window.
-// Returns the number of windows.
-int uno_features(const int16_t *x, const int16_t *y, const int16_t *z, int n, int window,
-                 uint32_t *out) {
+// Run the Uno's feature pipeline at `rate` S/s over three axes of n samples (mg) in
+// tumbling windows of `window` samples; out gets 9 values (rms x3, peak x3, vel x3) and
+// a flag word (bit 0: acceleration saturated, bit 1: velocity saturated) per window.
+// Returns the number of windows, or -1 for a rate without coefficients.
+int uno_features(const int16_t *x, const int16_t *y, const int16_t *z, int n, int rate,
+                 int window, uint32_t *out) {
+    if (!dsp_select((uint16_t)rate)) return -1;
     AxisState st[3];
     for (int a = 0; a < 3; a++) axis_reset(&st[a]);
-    const int16_t *axes[3] = {x, y, z};
     int windows = 0;
     for (int i = 0; i + window <= n; i += window) {
         uint32_t *o = out + 10 * windows;
         o[9] = 0;
+        for (int j = i; j < i + window; j++) {
+            int16_t xyz[3] = {x[j], y[j], z[j]};
+            axes_step(st, xyz, 3);
+        }
         for (int a = 0; a < 3; a++) {
-            for (int j = i; j < i + window; j++) axis_step(&st[a], axes[a][j]);
             AxisResult r;
             axis_finish(&st[a], (uint16_t)window, &r);
             o[a] = r.rms_mg;

@@ -3,7 +3,7 @@
  * it to the host the way an Arduino Uno's USB serial port would be.
  *
  *   simavr_bridge -f FIRMWARE.elf [-b BOOTLOADER.hex] [-s SIGNAL] [-e EEPROM]
- *                 [-t STATS] [-d RAMDUMP] [-r]
+ *                 [-t STATS] [-d RAMDUMP] [-p PROFILE] [-r]
  *
  * - UART0 <-> a pseudo-terminal whose path is printed as the first line on stdout;
  *   bytes from the host are fed to the UART only while simavr signals XON (its input
@@ -22,6 +22,11 @@
  *   stack-painting check). -r paces the simulation to real time (default: as fast as
  *   the host runs it; the firmware's clock is simulated time either way); -b implies
  *   -r, since a bootloader's timeouts must run at the uploader's pace.
+ * - PC4 (A4) is the firmware's timing probe: STATS counts its high pulses and the
+ *   cycles they lasted (probe_pulses, probe_cycles), e.g. building and queueing reports.
+ * - -p PROFILE: on stop, the cycles the CPU spent awake at each program address
+ *   (lines "byte_address cycles"), to attribute them to functions with avr-nm
+ *   (tools/uno_profile.py).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -39,6 +44,7 @@
 
 #include "avr_adc.h"
 #include "avr_eeprom.h"
+#include "avr_ioport.h"
 #include "avr_uart.h"
 #include "sim_avr.h"
 #include "sim_elf.h"
@@ -54,6 +60,20 @@ static size_t signal_count, signal_row;
 static uint16_t fixed_row[4] = {1650, 1650, 1980, 750};
 static avr_irq_t *adc_irq;
 static avr_irq_t *uart_in;
+static uint64_t *profile;  // awake cycles per flash word, with -p
+static uint64_t probe_start, probe_cycles, probe_pulses;
+
+static void probe_pin(struct avr_irq_t *irq, uint32_t value, void *param) {
+    (void)irq;
+    (void)param;
+    if (value) {
+        probe_start = avr->cycle;
+    } else if (probe_start) {
+        probe_cycles += avr->cycle - probe_start;
+        probe_pulses++;
+        probe_start = 0;
+    }
+}
 
 static void on_signal(int sig) {
     if (sig == SIGUSR1)
@@ -106,11 +126,16 @@ static void adc_trigger(struct avr_irq_t *irq, uint32_t value, void *param) {
     avr_raise_irq(adc_irq + ch, row[ch]);
 }
 
-// Asleep (the firmware's idle loop): count the cycles skipped.
+// Asleep (the firmware's idle loop): count the cycles skipped. simavr advances the
+// clock by 1 + how_long per sleep step (sim_avr.c, avr_callback_run_raw) and steps
+// from one of its cycle timers to the next, so the extra cycle is sleep too: left
+// out, it charged about 80 phantom busy cycles per axis-sample at 800 S/s.
 static int realtime;
+static uint64_t sleep_steps;
 static void on_sleep(avr_t *a, avr_cycle_count_t how_long) {
     (void)a;
-    sleep_cycles += how_long;
+    sleep_cycles += how_long + 1;
+    sleep_steps++;
 }
 
 static uint64_t now_us(void) {
@@ -178,10 +203,13 @@ static void write_stats(const char *path, int state) {
     fprintf(f,
             "{\"cycles\": %llu, \"sleep_cycles\": %llu, \"conversions\": %llu, "
             "\"bytes_in\": %llu, \"bytes_out\": %llu, \"bytes_dropped\": %llu, "
+            "\"sleep_steps\": %llu, \"probe_pulses\": %llu, \"probe_cycles\": %llu, "
             "\"state\": %d}\n",
             (unsigned long long)avr->cycle, (unsigned long long)sleep_cycles,
             (unsigned long long)conversions, (unsigned long long)bytes_in,
-            (unsigned long long)bytes_out, (unsigned long long)bytes_dropped, state);
+            (unsigned long long)bytes_out, (unsigned long long)bytes_dropped,
+            (unsigned long long)sleep_steps, (unsigned long long)probe_pulses,
+            (unsigned long long)probe_cycles, state);
     fclose(f);
 }
 
@@ -205,7 +233,8 @@ int main(int argc, char **argv) {
     const char *fw = NULL, *boot = NULL, *sig = NULL, *eeprom = NULL, *stats = NULL,
                *ramdump = NULL;
     int opt;
-    while ((opt = getopt(argc, argv, "f:b:s:e:t:d:r")) != -1) {
+    const char *prof = NULL;
+    while ((opt = getopt(argc, argv, "f:b:s:e:t:d:p:r")) != -1) {
         switch (opt) {
             case 'f': fw = optarg; break;
             case 'b': boot = optarg; break;
@@ -213,10 +242,11 @@ int main(int argc, char **argv) {
             case 'e': eeprom = optarg; break;
             case 't': stats = optarg; break;
             case 'd': ramdump = optarg; break;
+            case 'p': prof = optarg; break;
             case 'r': realtime = 1; break;
             default:
                 fprintf(stderr, "usage: %s -f FW.elf [-b BOOT.hex] [-s SIGNAL] [-e EEPROM] "
-                                "[-t STATS] [-d RAMDUMP] [-r]\n", argv[0]);
+                                "[-t STATS] [-d RAMDUMP] [-p PROFILE] [-r]\n", argv[0]);
                 return 2;
         }
     }
@@ -246,6 +276,7 @@ int main(int argc, char **argv) {
     }
     if (boot) load_bootloader(boot);
     if (sig) load_signal(sig);
+    if (prof) profile = calloc(avr->flashend / 2 + 1, sizeof *profile);
     if (eeprom) eeprom_io(eeprom, 0);
     avr->sleep = on_sleep;
     pace_start_us = now_us();
@@ -275,6 +306,7 @@ int main(int argc, char **argv) {
                             uart_xon, NULL);
     avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_UART_GETIRQ('0'), UART_IRQ_OUT_XOFF),
                             uart_xoff, NULL);
+    avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_IOPORT_GETIRQ('C'), 4), probe_pin, NULL);
     adc_irq = avr_io_getirq(avr, AVR_IOCTL_ADC_GETIRQ, 0);
     avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_ADC_GETIRQ, ADC_IRQ_OUT_TRIGGER),
                             adc_trigger, NULL);
@@ -329,11 +361,30 @@ int main(int argc, char **argv) {
         }
         if (held) continue;
         if (realtime && (iter & 255) == 1) pace();
-        state = avr_run(avr);
+        if (profile) {
+            // One instruction (or interrupt entry) per avr_run: charge its cycles, minus
+            // those spent asleep, to the address it started at.
+            uint32_t pc = avr->pc;
+            avr_cycle_count_t c0 = avr->cycle;
+            uint64_t s0 = sleep_cycles;
+            state = avr_run(avr);
+            profile[(pc / 2) % (avr->flashend / 2 + 1)] +=
+                (avr->cycle - c0) - (sleep_cycles - s0);
+        } else {
+            state = avr_run(avr);
+        }
         if (state == cpu_Done || state == cpu_Crashed) break;
     }
     if (eeprom) eeprom_io(eeprom, 1);
     if (stats) write_stats(stats, state);
+    if (prof) {
+        FILE *f = fopen(prof, "w");
+        if (f) {
+            for (uint32_t i = 0; i <= avr->flashend / 2; i++)
+                if (profile[i]) fprintf(f, "%u %llu\n", i * 2, (unsigned long long)profile[i]);
+            fclose(f);
+        }
+    }
     if (ramdump) {
         FILE *f = fopen(ramdump, "wb");
         if (f) {

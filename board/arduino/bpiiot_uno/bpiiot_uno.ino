@@ -5,7 +5,8 @@
 // and exactly one ack or nack for every command. Sampling runs from Timer1 and ADC
 // interrupts (sampler.cpp); frames leave through an interrupt-driven TX queue
 // (uart.cpp), so sampling never waits on the line. Wiring: ADXL335 X/Y/Z on A0-A2
-// (powered from 3.3 V), TMP36 on A3, outputs on D2-D13.
+// (powered from 3.3 V), TMP36 on A3, outputs on D2-D13. A4 is a timing probe: high
+// while a report is built and queued (make bench reads it in simavr; leave it open).
 //
 // Builds with `make uno` (Debian gcc-avr + arduino-core-avr) or opens as a sketch in
 // the Arduino IDE / arduino-cli; protocol_constants.h is generated from
@@ -69,10 +70,13 @@ static bool rx_discarding;
 
 static AxisState axes[3];
 static uint32_t window_n, in_window;
-static uint16_t settle_left;
+static uint16_t settle_left, settle_n;
 static uint16_t window_flags;
 static uint32_t overruns_seen;
-static uint32_t idle_us, load_window_start;
+// Idle time as whole ticks plus a count of cycles (combined once a second).
+static uint16_t idle_ticks;
+static int32_t idle_count;
+static uint32_t load_window_start;
 static uint16_t load_permille;
 
 // --- sending ----------------------------------------------------------------------
@@ -135,10 +139,12 @@ static void send_status(void) {
 // --- acquisition ------------------------------------------------------------------
 static void start_acquisition(void) {
     sampler_stop();
+    dsp_select(cfg.sample_rate_hz);
     for (uint8_t a = 0; a < 3; a++) axis_reset(&axes[a]);
     window_n = (uint32_t)cfg.sample_rate_hz * cfg.window_ms / 1000;
     in_window = 0;
-    settle_left = DSP_SETTLE_N;
+    settle_n = (uint16_t)((uint32_t)cfg.sample_rate_hz * DSP_SETTLE_MS / 1000);
+    settle_left = settle_n;
     window_flags = 0;
     overruns_seen = sampler_overruns();
     uint32_t sum;
@@ -147,7 +153,11 @@ static void start_acquisition(void) {
     sampler_start(cfg.sample_rate_hz);
 }
 
+#define PROBE_ON() (PORTC |= _BV(PC4))
+#define PROBE_OFF() (PORTC &= (uint8_t)~_BV(PC4))
+
 static void finish_window(void) {
+    PROBE_ON();
     Report r;
     r.window_seq = ++windows;
     r.board_time_ms = millis();
@@ -186,20 +196,24 @@ static void finish_window(void) {
     payload_writer(&w, body, sizeof body);
     write_report(&w, &r);
     send(T_REPORT, &w);
+    PROBE_OFF();
 }
 
 static void process(const Triplet *t) {
     if (sampler_take_gap()) {
         // Samples were lost before this one: the window is flagged, and the jump
-        // rings through the filters, so the next 480 samples settle again (DSP.md 2.1).
+        // rings through the filters, so the next 600 ms settle again (DSP.md 2.1).
         window_flags |= RF_OVERRUN;
-        settle_left = DSP_SETTLE_N;
+        settle_left = settle_n;
     }
-    for (uint8_t a = 0; a < 3; a++) {
-        uint16_t code = t->raw[a];
-        if (adc_clipped(code) && (cfg.channels & (1 << a))) window_flags |= RF_CLIPPED;
-        axis_step(&axes[a], adxl335_mg(code));
-    }
+    // Unrolled: constant channel masks (a variable 1 << a is a shift loop on the AVR).
+    uint16_t x = t->raw[0], y = t->raw[1], z = t->raw[2];
+    uint8_t ch = cfg.channels;
+    if ((adc_clipped(x) && (ch & CH_X)) || (adc_clipped(y) && (ch & CH_Y)) ||
+        (adc_clipped(z) && (ch & CH_Z)))
+        window_flags |= RF_CLIPPED;
+    int16_t mg[3] = {adxl335_mg(x), adxl335_mg(y), adxl335_mg(z)};
+    axes_step(axes, mg, 3);
     if (settle_left) {
         settle_left--;
         window_flags |= RF_SETTLING;
@@ -218,11 +232,13 @@ static PGM_P apply_config(const Command *c) {
     if (c->present & 4) n.hop_ms = c->cfg.hop_ms;
     if (c->present & 8) n.channels = c->cfg.channels;
     if (c->present & 16) n.machine_class = c->cfg.machine_class;
-    if (n.sample_rate_hz != DSP_RATE_HZ) return PSTR("unsupported rate (800 S/s only)");
+    if (!dsp_rate_supported(n.sample_rate_hz)) return PSTR("rate: 800 or 1600 S/s only");
     if (n.hop_ms > n.window_ms) return PSTR("hop longer than the window");
     if (n.hop_ms != n.window_ms) return PSTR("no sliding windows");
     if (((uint32_t)n.sample_rate_hz * n.window_ms) % 1000) return PSTR("window not whole samples");
     if ((uint32_t)n.sample_rate_hz * n.window_ms / 1000 > 65535UL) return PSTR("window too long");
+    // The temperature is converted at every 8th tick (sampler.cpp): a window holds one.
+    if ((uint32_t)n.sample_rate_hz * n.window_ms / 1000 < 8) return PSTR("window under 8 samples");
     bool restart = n.sample_rate_hz != cfg.sample_rate_hz || n.window_ms != cfg.window_ms ||
                    n.hop_ms != cfg.hop_ms;
     if (memcmp(&n, &cfg, sizeof n)) {
@@ -332,24 +348,39 @@ static void rx_byte(uint8_t b) {
 }
 
 // --- main loop --------------------------------------------------------------------
+// Sleep until a triplet or a received byte waits. Every interrupt wakes the CPU (four
+// ADC conversions and a timer tick per triplet, Timer0 each millisecond); only the
+// ones that left work end the idle period, so the clock is read twice per triplet,
+// not at every wake-up.
 static void idle(void) {
-    uint32_t t0 = micros();
+    SamplerClock t0 = sampler_clock();
     set_sleep_mode(SLEEP_MODE_IDLE);
-    cli();
-    sleep_enable();
-    sei();  // the instruction after sei runs first: no wake-up is lost in between
-    sleep_cpu();
+    sleep_enable();  // for the whole idle period: the loop below runs at every wake-up
+    for (;;) {
+        cli();
+        if (sampler_ready() || uart_rx_ready()) break;
+        sei();  // the instruction after sei runs first: no wake-up is lost in between
+        sleep_cpu();
+    }
+    sei();
     sleep_disable();
-    idle_us += micros() - t0;
+    // Ticks modulo 256: an idle period ends at the next triplet, within two ticks.
+    SamplerClock t1 = sampler_clock();
+    idle_ticks += (uint8_t)(t1.ticks - t0.ticks);
+    idle_count += (int32_t)t1.count - (int32_t)t0.count;
 }
 
+// Busy share over the last second: cycles not spent in idle() over all cycles.
 static void account_load(void) {
-    uint32_t now = micros();
-    uint32_t span = now - load_window_start;
-    if (span >= 1000000UL) {
-        uint32_t idle_ms = idle_us / 1000, span_ms = span / 1000;
-        load_permille = (uint16_t)(idle_ms >= span_ms ? 0 : 1000 - idle_ms * 1000 / span_ms);
-        idle_us = 0;
+    uint32_t now = millis();
+    uint32_t span_ms = now - load_window_start;
+    if (span_ms >= 1000) {
+        int32_t idle = (int32_t)idle_ticks * sampler_period() + idle_count;
+        // 16,000 cycles a millisecond.
+        uint32_t idle_permille = idle > 0 ? (uint32_t)idle / (16UL * span_ms) : 0;
+        load_permille = (uint16_t)(idle_permille >= 1000 ? 0 : 1000 - idle_permille);
+        idle_ticks = 0;
+        idle_count = 0;
         load_window_start = now;
     }
 }
@@ -365,34 +396,39 @@ void setup() {
         hmac_key_init(&hmac_key, key, key_len);
     }
     // A stored configuration this firmware cannot run falls back to the defaults.
-    if (cfg.sample_rate_hz != DSP_RATE_HZ || cfg.hop_ms != cfg.window_ms || !cfg.window_ms ||
+    if (!dsp_rate_supported(cfg.sample_rate_hz) || cfg.hop_ms != cfg.window_ms || !cfg.window_ms ||
         cfg.machine_class > 3 || cfg.channels > 15) {
-        cfg = Config{DSP_RATE_HZ, 1000, 1000, CH_X | CH_Y | CH_Z | CH_TEMP, 2};
+        cfg = Config{DSP_DEFAULT_RATE_HZ, 1000, 1000, CH_X | CH_Y | CH_Z | CH_TEMP, 2};
     }
+    DDRC |= _BV(PC4);  // the report timing probe
     uart_begin(BAUD);
     uart_put(0);  // flush whatever partial frame the host holds
     send_hello();
-    load_window_start = micros();
+    load_window_start = millis();
     start_acquisition();
     // A hung loop resets the board (and the SBC sees a new session) instead of
     // leaving a silent one; the loop turns at least at the sample rate.
     wdt_enable(WDTO_2S);
 }
 
+// One call that never returns: loop()'s prologue (18 registers and a 76-byte frame)
+// then runs once, not at every turn (about 25 cycles per axis-sample).
 void loop() {
-    wdt_reset();
-    bool busy = false;
-    int16_t b;
-    while ((b = uart_read()) >= 0) {
-        busy = true;
-        rx_byte((uint8_t)b);
+    for (;;) {
+        wdt_reset();
+        bool busy = false;
+        int16_t b;
+        while ((b = uart_read()) >= 0) {
+            busy = true;
+            rx_byte((uint8_t)b);
+        }
+        Triplet t;
+        while (sampler_take(&t)) {
+            busy = true;
+            process(&t);
+        }
+        store_poll();
+        account_load();
+        if (!busy) idle();
     }
-    Triplet t;
-    while (sampler_take(&t)) {
-        busy = true;
-        process(&t);
-    }
-    store_poll();
-    account_load();
-    if (!busy) idle();
 }

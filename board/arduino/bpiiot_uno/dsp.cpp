@@ -1,141 +1,148 @@
-// The per-sample filter is the hot path: optimised for speed (constant shifts
-// unrolled instead of the loops -Os writes) in every build, the Arduino IDE's too,
-// while the rest of the firmware is optimised for size.
+// The per-sample filter is the hot path: optimised for speed in every build, the
+// Arduino IDE's too, while the rest of the firmware is optimised for size.
 #pragma GCC optimize("O2")
 
 #include "dsp.h"
+#include "mul16.h"
 
 #include <string.h>
 
-// The 1600 S/s row of dsp.COEFFS / bpiiot.iso20816.COEFFS (DSP.md 3.1), as constants
-// so the compiler multiplies by immediates. Run at 800 S/s it is the same filter in
-// the z domain (corners at half the frequencies: high-pass 2.5 Hz, low-pass edge
-// 310 Hz) whose integrator step is twice as long: only the velocity scale GN doubles.
-#define Q1 19  // the shifts below (sr5, sr7, sl10) are written for this row
-#define D1A 18880
-#define D2A (-18681)
-#define B01 14534
-#define B11 28972
-#define A11 29859
-#define A21 8855
-#define B12 64327L
-#define A12 48122L
-#define A22 25159
-#define Q4 21
-#define D1B 32081
-#define D2B (-31279)
-#define F_SHIFT 10
-#define S_SHIFT 7
-// Velocity scale GN / 2^40 um/s per LSB (2 x the 1600 S/s row's 103877989110);
-// GN >> 16 keeps the final product in 64 bits.
-#define GN 207755978220ULL
-#define GN_HI (GN >> 16)
-#define GQ_HI (40 - 16)
+// Coefficient rows (DSP.md 8.1), from tests/board/arduino/uno_dsp_design.py, which
+// checks that this table is its design.
+// Shifts common to every row: u in 0.5 mg, S4's input << 11, e in Q23, vs = v >> 10.
+#define F4 11
+#define EQ 7  // Q23 = 16 + 7: the e product's low word is dropped, 7 bits fed back
+#define KSHIFT 10
+#define GQ 40
+static const DspCoeffs ROWS[] = {
+    // rate, B0, B1, B2, A, D1, E, D2, GN
+    {800, 28190, 23397, 2515, 42668, 4955, 49766, -4948, 3126356178319ULL},
+    {1600, 27716, 23687, 2597, 42465, 2524, 12686, -2523, 1621693894391ULL},
+};
+static DspCoeffs C = ROWS[0];
+template <uint8_t R>
+static void step(AxisState *s, const int16_t *x, uint8_t n);
+static void (*step_fn)(AxisState *, const int16_t *, uint8_t) = step<0>;
 
-// 16 x 16 -> 32 bit products: the AVR multiplies these in a few instructions, where a
-// general 32-bit product costs a library call.
-static inline int32_t mul_ss(int16_t a, int16_t b) { return (int32_t)a * b; }
-static inline int32_t mul_su(int16_t a, uint16_t b) { return (int32_t)a * (int32_t)b; }
+bool dsp_rate_supported(uint16_t rate_hz) {
+    for (uint8_t i = 0; i < sizeof ROWS / sizeof ROWS[0]; i++)
+        if (ROWS[i].rate == rate_hz) return true;
+    return false;
+}
 
-// Arithmetic right shifts built from byte moves: avr-gcc turns `>> 14` of a 32-bit
-// value into a 14-round loop (about 85 cycles), these take a dozen. Same results as
-// >> for every int32 (floor division by a power of two).
-static inline int32_t sr14(int32_t p) {
-    return ((int32_t)(int16_t)(p >> 16) << 2) | (uint8_t)((uint8_t)(p >> 8) >> 6);
+bool dsp_select(uint16_t rate_hz) {
+    for (uint8_t i = 0; i < sizeof ROWS / sizeof ROWS[0]; i++) {
+        if (ROWS[i].rate == rate_hz) {
+            C = ROWS[i];
+            step_fn = i ? step<1> : step<0>;
+            return true;
+        }
+    }
+    return false;
 }
-static inline int32_t sr5(int32_t p) {
-    return ((p >> 8) << 3) | (uint8_t)((uint8_t)p >> 5);
-}
-static inline int32_t sr7(int32_t p) {
+
+// Shifts by constants built from byte moves (avr-gcc writes a bit loop otherwise);
+// the empty asm keeps gcc from folding them back into one.
+static inline int32_t sr7(int32_t p) {  // p >> 7
     return ((p >> 8) << 1) | (uint8_t)((uint8_t)p >> 7);
 }
-// x << 10 for |x| < 2^21; the empty asm keeps gcc from folding it back into a loop.
-static inline int32_t sl10(int32_t x) {
-    int32_t y = x << 8;
-    __asm__("" : "+r"(y));
-    return y << 2;
+static inline int32_t sr10(int32_t p) {  // p >> 10
+    int32_t q = p >> 8;
+    __asm__("" : "+r"(q));
+    return q >> 2;
 }
-
-// round(s * c / 2^15) for |s| < 2^28 (DSP.md 3.1, split multiply); c < 2^16.
-static inline int32_t mq15(int32_t s, uint16_t c) {
-    return (mul_su((int16_t)sr14(s), c) + 1 + sr14(mul_su((int16_t)(s & 16383), c))) >> 1;
+static inline int32_t sl11(int16_t x) {  // x << 11
+    int32_t y = (int32_t)x << 3;
+    __asm__("" : "+r"(y));
+    return y << 8;
 }
 
 void axis_reset(AxisState *s) { memset(s, 0, sizeof *s); }
 
-void axis_step(AxisState *s, int16_t x) {
-    if (!s->primed) {
-        // The first sample is the steady DC level: gravity causes no transient.
-        s->x1 = s->x2 = x;
-        s->primed = true;
-    }
-    uint16_t ax = x < 0 ? (uint16_t)(-(int32_t)x) : (uint16_t)x;
+// Start in the steady state of the first sample: gravity causes no transient. Out of
+// line: its 64-bit division would make every call of axis_step save registers.
+__attribute__((noinline)) static void prime(AxisState *s, int16_t x) {
+    int16_t x4 = (int16_t)(x << 2);
+    s->x1 = s->x2 = x4;
+    int32_t num = mul_ss(C.b0, x4) + mul_ss(C.b1, x4) + mul_ss(C.b2, x4);
+    s->a1 = (int32_t)((int64_t)num * 65536 / (65536L + C.a));
+    s->u1 = (int16_t)((s->a1 + 0x8000L) >> 16);
+    s->primed = true;
+}
+
+// One sample of row R on one axis: the coefficients are immediates (ROWS is
+// constant), so the compiler loads them with LDI instead of keeping a row in
+// registers.
+template <uint8_t R>
+__attribute__((always_inline)) static inline void step_one(AxisState *s, int16_t x) {
+    uint16_t ax = x < 0 ? (uint16_t)-x : (uint16_t)x;
     if (ax > s->peak) s->peak = ax;
-    s->xl += (uint32_t)mul_ss(x, x);
-    if (s->xl >= 0x20000000UL) {
-        s->xh += (uint16_t)(s->xl >> 29);
-        s->xl &= 0x1FFFFFFFUL;
-    }
-    // Section 1: high-pass, delta form with second-order error feedback; the products
-    // are in Q(Q1) and the split operands carry 14 bits, so the shift is Q1 - 14.
-    int32_t a1 = s->a1, a2 = s->a2;
-    int32_t t1 = sl10((int32_t)x - 2 * s->x1 + s->x2);  // << F_SHIFT
-    int32_t q = mul_ss((int16_t)sr14(a1), D1A) + mul_ss((int16_t)sr14(a2), D2A);
-    q += sr14(mul_ss((int16_t)(a1 & 16383), D1A)) + sr14(mul_ss((int16_t)(a2 & 16383), D2A));
-    q += 2 * s->r1a - s->r2a;
-    int32_t d = sr5(q);  // >> (Q1 - 14)
-    s->r2a = s->r1a;
-    s->r1a = q & ((1L << (Q1 - 14)) - 1);
-    t1 += 2 * a1 - a2 - d;
-    // Section 2: low-pass.
-    int32_t b1 = s->b1, b2 = s->b2;
-    int32_t t2 = mq15(t1 + a2, B01) + mq15(a1, B11) - mq15(b1, A11) - mq15(b2, A21);
-    // Section 3: low-pass.
-    int32_t c1 = s->c1, c2 = s->c2;
-    // B02 = 2^15: round(w * 2^15 / 2^15) is w itself, exactly as the split multiply gives.
-    int32_t t3 = (t2 + b2) + mq15(b1, B12) - mq15(c1, A12) - mq15(c2, A22);
-    // Section 4: high-pass times the Al-Alaoui integrator.
-    int32_t u = sr7(t3 + (1L << (S_SHIFT - 1)));  // >> S_SHIFT
-    int32_t e1 = s->e1, e2 = s->e2, u1 = s->u1;
-    int32_t t4 = (u << 3) - u - (u1 << 2) - (u1 << 1) - s->u2;  // 7 u - 6 u1 - u2
-    q = mul_ss((int16_t)sr14(e1), D1B) + mul_ss((int16_t)sr14(e2), D2B);
-    q += sr14(mul_ss((int16_t)(e1 & 16383), D1B)) + sr14(mul_ss((int16_t)(e2 & 16383), D2B));
-    q += 2 * s->r1b - s->r2b;
-    d = sr7(q);  // >> (Q4 - 14)
-    s->r2b = s->r1b;
-    s->r1b = q & ((1L << (Q4 - 14)) - 1);
-    t4 += 2 * e1 - e2 - d;
+    uint32_t sq = (uint32_t)mul_ss(x, x);
+    uint32_t lo = s->xl + sq;
+    if (lo < sq) s->xh++;
+    s->xl = lo;
+    // F: shaping, a = (B0 4x + B1 4x1 + B2 4x2) - A a1 / 2^16 in 32 bits (its pole
+    // at z = -0.65 would hold a rounding limit cycle at Nyquist in 16 bits), then
+    // u = a / 2^16 rounded, in 0.5 mg.
+    int16_t x4 = (int16_t)(x << 2);
+    int32_t a1 = s->a1;
+    int32_t acc = -(int32_t)(mul_uu((uint16_t)a1, ROWS[R].a) >> 16);
+    mac_su(acc, (int16_t)-(int16_t)(a1 >> 16), ROWS[R].a);
+    mac_ss(acc, x4, ROWS[R].b0);
+    mac_ss(acc, s->x1, ROWS[R].b1);
+    mac_ss(acc, s->x2, ROWS[R].b2);
+    s->a1 = acc;
     s->x2 = s->x1;
-    s->x1 = x;
-    s->a2 = a1;
-    s->a1 = t1;
-    s->b2 = b1;
-    s->b1 = t2;
-    s->c2 = c1;
-    s->c1 = t3;
-    s->u2 = s->u1;
+    s->x1 = x4;
+    int16_t u = (int16_t)((acc + 0x8000L) >> 16);
+    // S1: the real pole, y = y1 + (u - u1) - d1 y1, first-order error feedback.
+    int16_t y1 = s->y1;
+    int32_t q = s->r1;
+    mac_ss(q, y1, ROWS[R].d1);
+    int16_t y = (int16_t)(y1 + (u - s->u1) - (int16_t)(q >> 16));
     s->u1 = u;
-    s->e2 = e1;
-    s->e1 = t4;
-    // Velocity square, |t4| < 2^28 split as h * 2^14 + l, each partial sum kept in
-    // two words (base 2^29) so that no 64-bit addition runs per sample.
-    uint32_t v = (uint32_t)(t4 < 0 ? -t4 : t4);
-    uint16_t h = (uint16_t)sr14((int32_t)v), l = (uint16_t)(v & 16383);
-    s->hhl += (uint32_t)h * h;
-    if (s->hhl >= 0x20000000UL) {
-        s->hhl -= 0x20000000UL;
-        s->hhh++;
+    s->r1 = (uint16_t)q;
+    s->y1 = y;
+    // S4: pole pair x integrator, w = w1 + (dy << F4) - e v1 + d2 w1, v = v1 + w.
+    int32_t v1 = s->v1;
+    int32_t p = (int32_t)(mul_uu((uint16_t)v1, ROWS[R].e) >> 16) + s->r4;
+    mac_su(p, (int16_t)(v1 >> 16), ROWS[R].e);
+    s->r4 = (uint8_t)(p & 127);
+    int32_t w1 = s->w1;
+    int32_t t = 0x8000L;
+    mac_su(t, ROWS[R].d2, (uint16_t)w1);
+    int32_t w = w1 + (t >> 16) + sl11((int16_t)(y - y1)) - sr7(p);
+    mac_ss(w, (int16_t)(w1 >> 16), ROWS[R].d2);
+    int32_t v = v1 + w;
+    s->w1 = w;
+    s->v1 = v;
+    // Output: vs = v >> 10 (1.47 um/s at 1600 S/s, 2.84 at 800) into the sum of squares.
+    int32_t vs = sr10(v);
+    if ((int16_t)vs != vs) {
+        s->vel_saturated = true;
+    } else {
+        sq = (uint32_t)mul_ss((int16_t)vs, (int16_t)vs);
+        lo = s->vl + sq;
+        if (lo < sq) s->vh++;
+        s->vl = lo;
     }
-    s->hll += (uint32_t)h * l;
-    if (s->hll >= 0x20000000UL) {
-        s->hll -= 0x20000000UL;
-        s->hlh++;
-    }
-    s->lll += (uint32_t)l * l;
-    if (s->lll >= 0x20000000UL) {
-        s->lll -= 0x20000000UL;
-        s->llh++;
-    }
+}
+
+// The axes of one sample in one call: registers saved once, not once per axis.
+template <uint8_t R>
+static void step(AxisState *s, const int16_t *xs, uint8_t n) {
+    for (; n; n--, s++, xs++) step_one<R>(s, *xs);
+}
+
+// The axes are reset together (axis_reset at every start), so the first one tells.
+__attribute__((noinline)) static void prime_all(AxisState *s, const int16_t *x, uint8_t n) {
+    for (uint8_t a = 0; a < n; a++)
+        if (!s[a].primed) prime(&s[a], x[a]);
+}
+
+void axes_step(AxisState *s, const int16_t *x, uint8_t n) {
+    if (!s->primed) prime_all(s, x, n);
+    step_fn(s, x, n);
 }
 
 uint32_t isqrt64(uint64_t n) {
@@ -164,34 +171,23 @@ static uint8_t bit_length(uint64_t v) {
 
 void axis_finish(AxisState *s, uint16_t n, AxisResult *out) {
     // Acceleration: exact, sqrt(S / n) rounded half up = (isqrt(4 S / n) + 1) / 2.
-    uint64_t xsq = ((uint64_t)s->xh << 29) + s->xl;
+    uint64_t xsq = ((uint64_t)s->xh << 32) + s->xl;
     uint32_t rms = (isqrt64((xsq << 2) / n) + 1) >> 1;
     out->acc_saturated = rms > 0xFFFF;  // a peak is at most 32768
     out->rms_mg = rms > 0xFFFF ? 0xFFFF : (uint16_t)rms;
     out->peak_mg = s->peak;
-    // Velocity: sum v^2 = hh 2^28 + hl 2^15 + ll.
-    uint64_t hh = ((uint64_t)s->hhh << 29) + s->hhl;
-    uint64_t hl = ((uint64_t)s->hlh << 29) + s->hll;
-    uint64_t ll = ((uint64_t)s->llh << 29) + s->lll;
-    out->vel_saturated = false;
-    uint32_t vel = 0;
-    if (hh >= (1ULL << 34)) {
-        out->vel_saturated = true;  // far beyond 65535 um/s
-    } else {
-        uint64_t vsq = (hh << 28) + (hl << 15) + ll;
-        // sqrt(vsq / n) with k extra bits: as many as keep vsq << 2k in 64 bits.
-        uint8_t k = (uint8_t)((63 - bit_length(vsq)) / 2);
-        if (k > 16) k = 16;
-        uint64_t root = isqrt64((vsq << (2 * k)) / n);
-        uint8_t shift = (uint8_t)(GQ_HI + k);
-        uint64_t v = (root * GN_HI + (1ULL << (shift - 1))) >> shift;
-        if (v > 0xFFFF)
-            out->vel_saturated = true;
-        else
-            vel = (uint32_t)v;
-    }
-    out->vel_um_s = out->vel_saturated ? 0xFFFF : (uint16_t)vel;
+    // Velocity: sqrt(sum vs^2 / n) x GN / 2^40, with k guard bits in the root: as many
+    // as keep vsq << 2k in 64 bits.
+    uint64_t vsq = ((uint64_t)s->vh << 32) + s->vl;
+    uint8_t k = (uint8_t)((63 - bit_length(vsq)) / 2);
+    if (k > 16) k = 16;
+    uint64_t root = isqrt64((vsq << (2 * k)) / n);
+    uint8_t shift = (uint8_t)(GQ - 16 + k);
+    uint64_t v = (root * (C.gn >> 16) + (1ULL << (shift - 1))) >> shift;
+    out->vel_saturated = s->vel_saturated || v > 0xFFFF;
+    out->vel_um_s = out->vel_saturated ? 0xFFFF : (uint16_t)v;
     s->peak = 0;
-    s->xh = s->xl = 0;
-    s->hhh = s->hhl = s->hlh = s->hll = s->llh = s->lll = 0;
+    s->xh = s->vh = 0;
+    s->xl = s->vl = 0;
+    s->vel_saturated = false;
 }

@@ -1,31 +1,45 @@
-// Window features in integer arithmetic (protocol/DSP.md, section "Arduino Uno"):
-// acceleration RMS and peak (exact), velocity RMS through the same fixed-point
-// filter as the MicroPython firmware's 1600 S/s row, run at 800 S/s (10-300 Hz).
+// Window features in integer arithmetic (protocol/DSP.md section 8): acceleration RMS
+// and peak (exact), velocity RMS through a filter designed for the ATmega328P's
+// 16 x 16-bit multiplier that follows ISO 2954's nominal response (10 Hz high-pass,
+// 1 kHz low-pass) up to Nyquist, at 800 or 1600 S/s.
 #ifndef BPIIOT_DSP_H
 #define BPIIOT_DSP_H
 #include <stdint.h>
 
-// The only rate the Uno runs. The filter costs about 3,200 cycles per sample and
-// axis on the ATmega328P (32-bit arithmetic on an 8-bit core): three axes at 1600 S/s
-// would need 95 % of the CPU, at 800 S/s they take half of it.
-#define DSP_RATE_HZ 800
-// A filter start settles within this many samples (DSP.md section 2: 0.3 s at
-// 1600 S/s; the same z-domain filter at 800 S/s takes the same number of samples).
-#define DSP_SETTLE_N 480
+// The rate after a reset to defaults; 1600 S/s is the other one (DSP.md 8).
+#define DSP_DEFAULT_RATE_HZ 800
+// A rate with a coefficient row; set_config refuses any other.
+bool dsp_rate_supported(uint16_t rate_hz);
+// A filter start settles within this many milliseconds (DSP.md 2.1).
+#define DSP_SETTLE_MS 600
+// Samples must stay within +-DSP_X_LIMIT mg (the ADXL335 through the 10-bit ADC
+// delivers -4995..5110): the filter's 16-bit stages are sized for it (DSP.md 8).
+#define DSP_X_LIMIT 5120
 
 // One axis: filter state and the running sums of the current window.
 struct AxisState {
-    int32_t x1, x2, a1, a2, b1, b2, c1, c2, u1, u2, e1, e2;
-    int32_t r1a, r2a, r1b, r2b;
+    int16_t x1, x2;  // previous inputs times 4
+    int16_t u1, y1;  // shaping and first high-pass outputs
+    uint16_t r1;     // S1's rounding residual (error feedback)
+    uint8_t r4;      // S4's rounding residual
+    bool primed, vel_saturated;
+    int32_t a1;      // shaping state, u1 times 2^16 unrounded
+    int32_t v1, w1;  // S4: velocity and its last step
     uint16_t peak;
-    // Two-word sums in base 2^29; a step adds less than 2^30 to a low word, so a
-    // high word counts at most two carries a sample (16 bits for any window here).
-    uint16_t xh, hhh, hlh, llh;
-    uint32_t xl;   // sum of x^2 = xh * 2^29 + xl
-    uint32_t hhl;  // sum of h^2
-    uint32_t hll;  // sum of h*l
-    uint32_t lll;  // sum of l^2
-    bool primed;
+    uint16_t xh, vh;  // sums of x^2 and vs^2 = hi * 2^32 + lo
+    uint32_t xl, vl;
+};
+
+// The coefficient row of one rate (dsp.cpp, designed in tests/board/arduino/
+// uno_dsp_design.py).
+struct DspCoeffs {
+    uint16_t rate;
+    int16_t b0, b1, b2;
+    uint16_t a;
+    int16_t d1;
+    uint16_t e;
+    int16_t d2;
+    uint64_t gn;  // um/s per output LSB, times 2^40
 };
 
 struct AxisResult {
@@ -36,9 +50,12 @@ struct AxisResult {
     bool vel_saturated;
 };
 
+// Select the coefficients of a supported rate (for every axis); false otherwise.
+bool dsp_select(uint16_t rate_hz);
 void axis_reset(AxisState *s);
-// One sample (mg) through the filter and into the window sums.
-void axis_step(AxisState *s, int16_t x);
+// One sample of each of n axes (mg, |x| <= DSP_X_LIMIT; s[a] takes x[a]) through
+// the filter and into the window sums.
+void axes_step(AxisState *s, const int16_t *x, uint8_t n);
 // The window's features over n samples; the sums restart, the filter goes on.
 void axis_finish(AxisState *s, uint16_t n, AxisResult *out);
 

@@ -3,11 +3,16 @@
 #define BPIIOT_SENSORS_H
 #include <stdint.h>
 
+#include "mul16.h"
+
 // ADXL335 powered from the Uno's 3.3 V pin: ratiometric, 0 g at 1650 mV, 330 mV/g,
 // so one ADC step is 14.8 mg and the usable range about +-3.6 g (the part's own).
-// mg = (mV - 1650) * 1000 / 330 with mV = (code + 1/2) * 5000 / 1024.
-static inline int16_t adxl335_mg(uint16_t code) {
-    return (int16_t)((int32_t)(((uint32_t)(2 * code + 1) * 484849UL) >> 16) - 5000);
+// mg = (mV - 1650) * 1000 / 330 with mV = (code + 1/2) * 5000 / 1024, i.e.
+// ((2 code + 1) * 484849 >> 16) - 5000; 484849 = 7 * 2^16 + 26097, so one 16 x 16-bit
+// product does it (a 32-bit one would cost a library call on every sample).
+__attribute__((always_inline)) static inline int16_t adxl335_mg(uint16_t code) {
+    uint16_t n = (uint16_t)(2 * code + 1);
+    return (int16_t)(n * 7 + (uint16_t)(mul_uu(n, 26097) >> 16) - 5000);
 }
 
 // A code at either end of the ADC's range: the signal may have been cut off.

@@ -13,7 +13,7 @@
 #define A_KEY ((uint8_t *)7)
 #define A_CONFIG ((uint8_t *)40)
 
-static const Config DEFAULTS = {DSP_RATE_HZ, 1000, 1000, CH_X | CH_Y | CH_Z | CH_TEMP, 2};
+static const Config DEFAULTS = {DSP_DEFAULT_RATE_HZ, 1000, 1000, CH_X | CH_Y | CH_Z | CH_TEMP, 2};
 
 bool store_load(Config *cfg, uint8_t *key, uint8_t *key_len) {
     bool valid = eeprom_read_word(A_MAGIC) == MAGIC;

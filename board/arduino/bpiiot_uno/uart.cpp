@@ -9,7 +9,9 @@
 #define TX_SIZE 96
 
 static volatile uint8_t rx_buf[RX_SIZE];
-static volatile uint8_t rx_head, rx_tail;
+volatile uint8_t uart_rx_head, uart_rx_tail;
+#define rx_head uart_rx_head
+#define rx_tail uart_rx_tail
 static volatile uint16_t rx_lost;
 static volatile uint8_t tx_buf[TX_SIZE];
 static volatile uint8_t tx_head, tx_tail;

@@ -7,6 +7,9 @@
 void uart_begin(uint32_t baud);
 // Next received byte, or -1.
 int16_t uart_read(void);
+// True when a received byte is waiting (inline: the idle loop asks at every wake-up).
+extern volatile uint8_t uart_rx_head, uart_rx_tail;
+static inline bool uart_rx_ready(void) { return uart_rx_head != uart_rx_tail; }
 // Bytes free in the TX queue.
 uint16_t uart_tx_room(void);
 // True once every queued byte went to the USART.

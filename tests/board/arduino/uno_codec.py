@@ -78,13 +78,16 @@ class UnoCodec:
         return out.raw[:n]
 
     def features(
-        self, x: list[int], y: list[int], z: list[int], window: int
+        self, x: list[int], y: list[int], z: list[int], rate: int, window: int
     ) -> list[tuple[list[int], int]]:
-        """The Uno's window features (9 values: rms, peak, vel per axis; and flags)."""
+        """The Uno's window features at ``rate`` S/s (9 values: rms, peak, vel per
+        axis; and flags)."""
         n = len(x)
         axes = [(ctypes.c_int16 * n)(*a) for a in (x, y, z)]
         out = (ctypes.c_uint32 * (10 * (n // window) + 10))()
-        w = self.lib.uno_features(*axes, n, window, out)
+        w = self.lib.uno_features(*axes, n, rate, window, out)
+        if w < 0:
+            raise ValueError(f"the Uno has no filter for {rate} S/s")
         return [(list(out[10 * i : 10 * i + 9]), out[10 * i + 9]) for i in range(w)]
 
 
