@@ -221,9 +221,13 @@ class CrashDriver:
                 self.scenario.actions, start + -(-(actions - start) * self.kills // count)
             )
             if lives % 2:
-                self.life(kill_after_s=rng.uniform(0.0, max_delay_s))
+                outcome = self.life(kill_after_s=rng.uniform(0.0, max_delay_s))
             else:
-                self.life(kill_at=rng.choice(SEND_POINTS), hit=rng.randint(1, 4))
+                outcome = self.life(kill_at=rng.choice(SEND_POINTS), hit=rng.randint(1, 4))
+            if outcome == "done":
+                # The worker finished before the kill: the next life gets one more action,
+                # so a fast machine cannot run out of work to be killed in.
+                self.scenario.actions += 1
         self.scenario.actions = max(self.scenario.actions, actions)
 
     def finish(self, timeout_s: float = 120.0) -> None:
