@@ -9,8 +9,10 @@ is highest. In its own process the writer has its own interpreter lock.
 
 Protocol on stdin/stdout, each message a 4-byte big-endian length then a ``marshal`` body
 (only tuples, ints, floats, str and bytes cross). The writer says ``("ok", 0)`` once when
-it is ready; then for each list of row tuples the parent sends it answers ``("ok", n)``
-after committing them in one transaction, or ``("error", text)`` after rolling back. End
+it is ready; then for each ``(token, rows)`` the parent sends it answers ``("ok", n)``
+after committing the rows and the token in one transaction, or ``("error", text)``
+after rolling back. A token it has committed before is answered without inserting
+again, so a batch resent after a lost reply is written once. End
 of input (the parent closed the pipe or died) ends the writer. It runs in its own session
 (Ctrl-C on a terminal does not reach it) and ignores SIGINT and SIGTERM (a service
 manager's stop reaches every process of the service): the parent may still have buffered
@@ -25,6 +27,12 @@ import sqlite3
 import struct
 import sys
 from typing import BinaryIO
+
+KEEP_TOKENS = 1000
+"""Batch tokens remembered: far more than a store ever resends."""
+_SEEN = "SELECT 1 FROM report_batches WHERE token = ?"
+_NOTE = "INSERT INTO report_batches (token) VALUES (?)"
+_FORGET = "DELETE FROM report_batches WHERE id <= ?"
 
 
 def _reply(out: BinaryIO, body: tuple[str, int | str]) -> None:
@@ -50,10 +58,15 @@ def main(argv: list[str]) -> int:
         body = inp.read(size)
         if len(body) < size:
             return 0
-        rows = marshal.loads(body)
+        token, rows = marshal.loads(body)
         try:
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(insert, rows)
+            # A batch sent again (its reply was lost: the writer died after COMMIT) is
+            # acknowledged without a second insert.
+            if conn.execute(_SEEN, (token,)).fetchone() is None:
+                conn.executemany(insert, rows)
+                cur = conn.execute(_NOTE, (token,))
+                conn.execute(_FORGET, ((cur.lastrowid or 0) - KEEP_TOKENS,))
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             try:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import marshal
+import os
 import sqlite3
 import struct
 import subprocess
@@ -62,6 +63,7 @@ CREATE TABLE IF NOT EXISTS reports (
 );
 CREATE INDEX IF NOT EXISTS reports_board_time ON reports (board, received);
 CREATE INDEX IF NOT EXISTS reports_received ON reports (received);
+CREATE TABLE IF NOT EXISTS report_batches (id INTEGER PRIMARY KEY, token TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS incidents (
     id INTEGER PRIMARY KEY,
     board TEXT NOT NULL,
@@ -198,6 +200,8 @@ class Store:
             writer_process = str(self.path) != ":memory:"
         self._writer: subprocess.Popen[bytes] | None = None
         self._writer_lock = threading.Lock()
+        self._token = os.urandom(8).hex()  # this store's batches: token:1, token:2, ...
+        self._batches = 0
         self._use_writer = writer_process
         if writer_process:
             self._start_writer()
@@ -292,8 +296,9 @@ class Store:
                     self._rollback()
                     raise StoreError(f"store {self.path}: cannot write reports: {exc}") from None
             return
-        body = marshal.dumps(rows)
         with self._writer_lock:
+            self._batches += 1
+            body = marshal.dumps((f"{self._token}:{self._batches}", rows))
             for attempt in (1, 2):
                 proc = self._writer
                 try:
@@ -307,8 +312,9 @@ class Store:
                         raise OSError("the writer process ended")
                     reply = marshal.loads(proc.stdout.read(struct.unpack(">I", head)[0]))
                 except (OSError, ValueError, EOFError) as exc:
-                    # A writer that died (killed, out of memory) is restarted once; the
-                    # rows are sent again: a batch is one transaction, so none went in.
+                    # A writer that died (killed, out of memory) is restarted once and
+                    # the batch sent again under the same token: if it had committed it
+                    # before its reply was lost, it acknowledges without a second insert.
                     log.warning("store %s: report writer failed (%s); restarting", self.path, exc)
                     self._stop_writer()
                     if attempt == 2:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -150,3 +151,36 @@ def test_the_writer_ends_when_its_service_is_killed(tmp_path: Path) -> None:
         time.sleep(0.05)
     os.kill(pid, signal.SIGKILL)
     pytest.fail("the writer outlived its killed parent")
+
+
+class _LoseFirstReply:
+    """The writer's stdout, except that its first reply is read and then 'lost'."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.lost = False
+
+    def read(self, n: int) -> bytes:
+        if not self.lost:
+            self.real.read(n)  # the writer committed the batch and answered...
+            self.lost = True
+            raise OSError("reply lost")  # ...and the answer never arrived
+        return bytes(self.real.read(n))
+
+    def close(self) -> None:
+        self.real.close()
+
+
+def test_a_batch_resent_after_its_reply_was_lost_is_written_once(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    s = Store(path)
+    feed = Feed()
+    add(s, feed, 1, 4)
+    proc = s._writer
+    assert proc is not None
+    proc.stdout = _LoseFirstReply(proc.stdout)  # type: ignore[assignment]
+    assert s.flush() == 4  # the store restarted the writer and sent the batch again
+    assert s._writer is not proc
+    add(s, feed, 5, 1)
+    s.close()
+    assert windows(path) == [1, 2, 3, 4, 5]
