@@ -190,6 +190,7 @@ class Store:
         self._lock = threading.RLock()
         self._pending: list[tuple[Any, ...]] = []
         self._pending_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._last_prune = 0.0
@@ -256,17 +257,18 @@ class Store:
         When the database refuses them the reports stay buffered (up to
         :attr:`max_backlog`) for the next flush, and :class:`StoreError` says why.
         """
-        with self._pending_lock:
-            rows, self._pending = self._pending, []
-        if rows:
-            try:
-                self._write(rows)
-            except StoreError:
-                self._failing = True
-                self._keep(rows)
-                raise
-            self._failing = False
-            self.reports_written += len(rows)
+        with self._flush_lock:  # one flush at a time: batches are written in arrival order
+            with self._pending_lock:
+                rows, self._pending = self._pending, []
+            if rows:
+                try:
+                    self._write(rows)
+                except StoreError:
+                    self._failing = True
+                    self._keep(rows)
+                    raise
+                self._failing = False
+                self.reports_written += len(rows)
         now = time.monotonic()
         if now - self._last_prune > 5.0:
             self._last_prune = now

@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -184,3 +185,28 @@ def test_a_batch_resent_after_its_reply_was_lost_is_written_once(tmp_path: Path)
     add(s, feed, 5, 1)
     s.close()
     assert windows(path) == [1, 2, 3, 4, 5]
+
+
+def test_concurrent_flushes_write_reports_in_arrival_order(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    s = Store(path)
+    feed = Feed()
+    stop = threading.Event()
+
+    def flusher() -> None:
+        while not stop.is_set():
+            s.flush()
+
+    threads = [threading.Thread(target=flusher) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for first in range(1, 6001, 100):
+            add(s, feed, first, 100)
+            time.sleep(0.001)  # let the flushers interleave with the adds
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    s.close()
+    assert windows(path) == list(range(1, 6001))
