@@ -110,7 +110,8 @@ def test_random_sigkills_mine_each_action_once(
         sc.url = proxy.url
         driver = CrashDriver(sc)
         driver.random_kills(SOAK_KILLS, SOAK_ACTIONS, random.Random(seed))
-        assert driver.kills == SOAK_KILLS and sc.actions == SOAK_ACTIONS
+        # At least the actions asked for: a life whose worker finished unkilled adds one.
+        assert driver.kills == SOAK_KILLS and sc.actions >= SOAK_ACTIONS
         assert driver.points["random"] >= SOAK_KILLS // 3  # not only at the named points
         driver.finish(timeout_s=300)
         assert proxy.dropped > 0
