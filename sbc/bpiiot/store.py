@@ -205,7 +205,12 @@ class Store:
         self._batches = 0
         self._use_writer = writer_process
         if writer_process:
-            self._start_writer()
+            try:
+                self._start_writer()
+            except StoreError as exc:
+                # Slower under load, but nothing is lost: write in this process instead.
+                log.warning("%s; writing reports in this process", exc)
+                self._use_writer = False
         self._thread = threading.Thread(target=self._flusher, name="bpiiot-store", daemon=True)
         self._thread.start()
 

@@ -210,3 +210,16 @@ def test_concurrent_flushes_write_reports_in_arrival_order(tmp_path: Path) -> No
             t.join()
     s.close()
     assert windows(path) == list(range(1, 6001))
+
+
+def test_without_a_python_to_run_the_writer_the_store_writes_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    path = tmp_path / "s.sqlite"
+    s = Store(path)
+    assert s._writer is None
+    assert "cannot start the report writer" in caplog.text
+    add(s, Feed(), 1, 3)
+    s.close()
+    assert windows(path) == [1, 2, 3]
