@@ -196,10 +196,17 @@ def _dense(fs: int) -> np.ndarray:
 
 @pytest.mark.parametrize("fs", RATES)
 def test_committed_coefficients_are_the_design(fs: int) -> None:
-    # The least-squares fit starts from a fixed point and is deterministic here; a
-    # SciPy that lands one LSB away would show up as this failure, not as a wrong band
-    # (the response test below judges the committed table on its own).
-    assert COEFFS[fs] == design(fs)
+    # The 10 Hz high-pass, the shifts and the scale's exponent are exact. The low-pass
+    # is a least-squares fit: at 1600 S/s one of its coefficients lies 0.004 LSB from a
+    # rounding boundary, and two fits in one process have landed on either side of it
+    # (21,329 and 21,330), so the fitted coefficients may differ by one LSB and the
+    # calibrated gain by what that moves it; the response test below judges the
+    # committed table on its own, against the standard's tolerance.
+    got, want = COEFFS[fs], design(fs)
+    exact = [0, 1, 10, 11, 12, 13, 14, 16]
+    assert [got[i] for i in exact] == [want[i] for i in exact]
+    assert all(abs(got[i] - want[i]) <= 1 for i in range(2, 10)), (got, want)
+    assert abs(got[15] / want[15] - 1) < 3e-4  # one LSB of b02 at 6400 S/s moves it 1.1e-4
 
 
 @pytest.mark.parametrize("fs", RATES)
