@@ -82,16 +82,39 @@ static void on_signal(int sig) {
         stop = 1;
 }
 
+// Bytes the pty did not take yet. A pty holds a few KB; the tty layer behind a real
+// USB-serial chip holds 64 KB and more, so a host that is busy for a moment loses
+// nothing. A host that stopped reading fills this too, and then bytes are dropped, as a
+// real bridge drops what nobody reads.
+#define OUT_BUF 65536
+static uint8_t out_buf[OUT_BUF];
+static size_t out_head, out_len;
+
+static void out_flush(void) {
+    while (out_len) {
+        size_t run = OUT_BUF - out_head < out_len ? OUT_BUF - out_head : out_len;
+        ssize_t n = write(master, out_buf + out_head, run);
+        if (n <= 0) return;
+        out_head = (out_head + (size_t)n) % OUT_BUF;
+        out_len -= (size_t)n;
+        bytes_out += (uint64_t)n;
+    }
+}
+
 static void uart_out(struct avr_irq_t *irq, uint32_t value, void *param) {
     (void)irq;
     (void)param;
     uint8_t b = (uint8_t)value;
-    // A host that stopped reading: the pty buffer fills and bytes are dropped, as a
-    // real USB-serial bridge drops what nobody reads.
-    if (write(master, &b, 1) == 1)
+    if (out_len == 0 && write(master, &b, 1) == 1) {
         bytes_out++;
-    else
+        return;
+    }
+    if (out_len == OUT_BUF) {
         bytes_dropped++;
+        return;
+    }
+    out_buf[(out_head + out_len) % OUT_BUF] = b;
+    out_len++;
 }
 
 static void uart_xon(struct avr_irq_t *irq, uint32_t value, void *param) {
@@ -355,6 +378,7 @@ int main(int argc, char **argv) {
                 bytes_in++;
             }
         }
+        if (out_len && (iter & 255) == 0) out_flush();
         if (snapshot) {
             snapshot = 0;
             if (stats) write_stats(stats, state);
