@@ -114,6 +114,7 @@ class Link:
         self.encoder = wire.FrameEncoder(from_host=True, key=key)
         self._deframer = wire.Deframer()
         self._subscribers: tuple[Subscriber, ...] = ()  # replaced, never changed in place
+        self._subs_lock = threading.Lock()  # for whoever replaces it; the reader needs none
         self.last_raw = b""
         """The frame being delivered as it was verified (COBS-encoded, without its
         delimiter): valid inside a subscriber's call, on the read thread."""
@@ -174,15 +175,17 @@ class Link:
 
     def subscribe(self, callback: Subscriber) -> Subscriber:
         """Call ``callback(frame)`` on the read thread for every verified frame."""
-        self._subscribers = (*self._subscribers, callback)
+        with self._subs_lock:
+            self._subscribers = (*self._subscribers, callback)
         return callback
 
     def unsubscribe(self, callback: Subscriber) -> None:
         """Stop calling ``callback`` (no error if it was not subscribed)."""
-        subs = list(self._subscribers)
-        if callback in subs:
-            subs.remove(callback)
-            self._subscribers = tuple(subs)
+        with self._subs_lock:
+            subs = list(self._subscribers)
+            if callback in subs:
+                subs.remove(callback)
+                self._subscribers = tuple(subs)
 
     def on_connect(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` on the read thread each time the port is reopened."""
