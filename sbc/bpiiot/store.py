@@ -110,6 +110,15 @@ _INSERT_REPORT = (
 )
 
 
+def _read_reply(proc: subprocess.Popen[bytes]) -> Any:
+    # One message of the report writer (see _store_writer.py): length, then marshal.
+    assert proc.stdout is not None
+    head = proc.stdout.read(4)
+    if len(head) < 4:
+        raise OSError("the writer process ended")
+    return marshal.loads(proc.stdout.read(struct.unpack(">I", head)[0]))
+
+
 class StoreError(BpiiotError):
     """The store's database is missing, corrupt, of another version, or not writable."""
 
@@ -314,10 +323,7 @@ class Store:
                     assert proc.stdin is not None and proc.stdout is not None
                     proc.stdin.write(struct.pack(">I", len(body)) + body)
                     proc.stdin.flush()
-                    head = proc.stdout.read(4)
-                    if len(head) < 4:
-                        raise OSError("the writer process ended")
-                    reply = marshal.loads(proc.stdout.read(struct.unpack(">I", head)[0]))
+                    reply = _read_reply(proc)
                 except (OSError, ValueError, EOFError) as exc:
                     # A writer that died (killed, out of memory) is restarted once and
                     # the batch sent again under the same token: if it had committed it
@@ -341,12 +347,10 @@ class Store:
                 stdout=subprocess.PIPE,
                 start_new_session=True,  # Ctrl-C on a terminal reaches the service, not it
             )
-            assert self._writer.stdout is not None
-            head = self._writer.stdout.read(4)
-            ready = marshal.loads(self._writer.stdout.read(struct.unpack(">I", head)[0]))
+            ready = _read_reply(self._writer)
             if ready != ("ok", 0):
                 raise OSError(f"unexpected greeting {ready!r}")
-        except (OSError, ValueError, EOFError, struct.error) as exc:
+        except (OSError, ValueError, EOFError) as exc:
             self._stop_writer()
             raise StoreError(f"store {self.path}: cannot start the report writer: {exc}") from None
 

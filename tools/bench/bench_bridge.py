@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,6 +55,17 @@ def bridge_for(tmp: Path, broker: Mosquitto, name: str, batch_max: int = 50) -> 
     return Bridge(cfg)
 
 
+def drain_s(bridge: Bridge, go: Callable[[], object]) -> float:
+    """Seconds from ``go()`` until ``bridge`` has published its whole backlog; stops it."""
+    t0 = time.perf_counter()
+    go()
+    if not bridge.wait_idle(300):
+        raise RuntimeError(f"backlog not drained: {bridge.status()}")
+    elapsed = time.perf_counter() - t0
+    bridge.stop()
+    return elapsed
+
+
 def main() -> None:
     items = frames(N)
     with tempfile.TemporaryDirectory(prefix="bpiiot-bench-bridge-") as d:
@@ -66,35 +78,20 @@ def main() -> None:
                 bridge.on_frame(item)
             enqueue = N / (time.perf_counter() - t0)
             print(f"BENCH bridge.enqueue_per_s {enqueue:.0f} msg/s", flush=True)
-            t0 = time.perf_counter()
-            bridge.start()
-            if not bridge.wait_idle(300):
-                raise RuntimeError(f"backlog not drained: {bridge.status()}")
-            rate = N / (time.perf_counter() - t0)
-            bridge.stop()
+            rate = N / drain_s(bridge, bridge.start)
             print(f"BENCH bridge.msgs_per_s {rate:.0f} msg/s", flush=True)
 
             bridge = bridge_for(tmp, broker, "unbatched", batch_max=1)
             for item in items:
                 bridge.on_frame(item)
-            t0 = time.perf_counter()
-            bridge.start()
-            if not bridge.wait_idle(300):
-                raise RuntimeError(f"backlog not drained: {bridge.status()}")
-            rate = N / (time.perf_counter() - t0)
-            bridge.stop()
+            rate = N / drain_s(bridge, bridge.start)
             print(f"BENCH bridge.msgs_per_s_unbatched {rate:.0f} msg/s", flush=True)
 
             broker.stop()
             bridge = bridge_for(tmp, broker, "recovery").start()
             for item in items:
                 bridge.on_frame(item)
-            t0 = time.perf_counter()
-            broker.start()
-            if not bridge.wait_idle(300):
-                raise RuntimeError(f"backlog not drained: {bridge.status()}")
-            recovery = time.perf_counter() - t0
-            bridge.stop()
+            recovery = drain_s(bridge, broker.start)
             print(f"BENCH bridge.recovery_s {recovery:.2f} s", flush=True)
         finally:
             broker.kill()
