@@ -13,6 +13,7 @@
 // protocol/constants.json by tools/gen_constants.py.
 #include <Arduino.h>
 #include <avr/sleep.h>
+#include <util/delay.h>
 #include <avr/wdt.h>
 #include <string.h>
 
@@ -24,6 +25,7 @@
 #include "sensors.h"
 #include "store.h"
 #include "uart.h"
+#include "uptime.h"
 
 static const char BOARD_ID[] = "bpiiot-uno";
 static const uint16_t FW_VERSION[3] = {0, 1, 0};
@@ -69,14 +71,15 @@ static uint8_t rx_len;
 static bool rx_discarding;
 
 static AxisState axes[3];
-static uint32_t window_n, in_window;
+static uint32_t window_n;
+static uint16_t window_left;  // samples still to come in this window
 static uint16_t settle_left, settle_n;
 static uint16_t window_flags;
 static uint32_t overruns_seen;
 // Idle time as whole ticks plus a count of cycles (combined once a second).
 static uint16_t idle_ticks;
 static int32_t idle_count;
-static uint32_t load_window_start;
+static uint8_t load_mark;  // uptime_overflows8 when the last second began
 static uint16_t load_permille;
 
 // --- sending ----------------------------------------------------------------------
@@ -129,7 +132,7 @@ static void send_config(void) {
 
 static void send_status(void) {
     uint32_t v[7] = {frames_sent, frames_rejected, sampler_overruns(), stack_free(),
-                     load_permille, millis(), windows};
+                     load_permille, uptime_ms(), windows};
     CborWriter w;
     payload_writer(&w, body, sizeof body);
     write_status(&w, v);
@@ -142,7 +145,7 @@ static void start_acquisition(void) {
     dsp_select(cfg.sample_rate_hz);
     for (uint8_t a = 0; a < 3; a++) axis_reset(&axes[a]);
     window_n = (uint32_t)cfg.sample_rate_hz * cfg.window_ms / 1000;
-    in_window = 0;
+    window_left = (uint16_t)window_n;
     settle_n = (uint16_t)((uint32_t)cfg.sample_rate_hz * DSP_SETTLE_MS / 1000);
     settle_left = settle_n;
     window_flags = 0;
@@ -160,7 +163,7 @@ static void finish_window(void) {
     PROBE_ON();
     Report r;
     r.window_seq = ++windows;
-    r.board_time_ms = millis();
+    r.board_time_ms = uptime_ms();
     r.samples = window_n;
     uint16_t flags = window_flags;
     for (uint8_t a = 0; a < 3; a++) {
@@ -191,7 +194,7 @@ static void finish_window(void) {
     overruns_seen = ov;
     r.flags = flags;
     window_flags = 0;
-    in_window = 0;
+    window_left = (uint16_t)window_n;
     CborWriter w;
     payload_writer(&w, body, sizeof body);
     write_report(&w, &r);
@@ -199,26 +202,39 @@ static void finish_window(void) {
     PROBE_OFF();
 }
 
-static void process(const Triplet *t) {
-    if (sampler_take_gap()) {
-        // Samples were lost before this one: the window is flagged, and the jump
-        // rings through the filters, so the next 600 ms settle again (DSP.md 2.1).
-        window_flags |= RF_OVERRUN;
-        settle_left = settle_n;
+// Keeps gcc from merging a byte shift into a 16-bit one (a bit loop on the AVR).
+#define OPAQUE(v) __asm__("" : "+r"(v))
+
+// Every waiting triplet through the features (DSP.md 8). Out of line: a small frame.
+__attribute__((noinline)) static void acquire(void) {
+    while (sampler_ready()) {
+        if (sampler_take_gap()) {
+            // Samples were lost before this one: the window is flagged, and the jump
+            // rings through the filters, so the next 600 ms settle again (DSP.md 2.1).
+            window_flags |= RF_OVERRUN;
+            settle_left = settle_n;
+        }
+        const uint8_t *p = sampler_slot();
+        uint8_t h = p[3], hy = (uint8_t)(h >> 2), hz = (uint8_t)(h >> 4);
+        OPAQUE(hy);
+        OPAQUE(hz);
+        uint16_t x = (uint16_t)((uint16_t)(uint8_t)(h & 3) << 8 | p[0]);
+        uint16_t y = (uint16_t)((uint16_t)(uint8_t)(hy & 3) << 8 | p[1]);
+        uint16_t z = (uint16_t)((uint16_t)(uint8_t)(hz & 3) << 8 | p[2]);
+        sampler_next();
+        // Unrolled: constant channel masks (a variable 1 << a is a shift loop).
+        uint8_t ch = cfg.channels;
+        if ((adc_clipped(x) && (ch & CH_X)) || (adc_clipped(y) && (ch & CH_Y)) ||
+            (adc_clipped(z) && (ch & CH_Z)))
+            window_flags |= RF_CLIPPED;
+        int16_t mg[3] = {adxl335_mg(x), adxl335_mg(y), adxl335_mg(z)};
+        axes_step(axes, mg, 3);
+        if (settle_left) {
+            settle_left--;
+            window_flags |= RF_SETTLING;
+        }
+        if (!--window_left) finish_window();
     }
-    // Unrolled: constant channel masks (a variable 1 << a is a shift loop on the AVR).
-    uint16_t x = t->raw[0], y = t->raw[1], z = t->raw[2];
-    uint8_t ch = cfg.channels;
-    if ((adc_clipped(x) && (ch & CH_X)) || (adc_clipped(y) && (ch & CH_Y)) ||
-        (adc_clipped(z) && (ch & CH_Z)))
-        window_flags |= RF_CLIPPED;
-    int16_t mg[3] = {adxl335_mg(x), adxl335_mg(y), adxl335_mg(z)};
-    axes_step(axes, mg, 3);
-    if (settle_left) {
-        settle_left--;
-        window_flags |= RF_SETTLING;
-    }
-    if (++in_window >= window_n) finish_window();
 }
 
 // --- commands ---------------------------------------------------------------------
@@ -303,7 +319,7 @@ static void command(Command *c) {
             store_flush();
             while (!uart_tx_empty()) {
             }
-            delay(2);  // the last byte leaves the shift register
+            _delay_ms(2);  // the last byte leaves the shift register
             wdt_enable(WDTO_15MS);
             for (;;) {
             }
@@ -348,41 +364,63 @@ static void rx_byte(uint8_t b) {
 }
 
 // --- main loop --------------------------------------------------------------------
-// Sleep until a triplet or a received byte waits. Every interrupt wakes the CPU (four
-// ADC conversions and a timer tick per triplet, Timer0 each millisecond); only the
-// ones that left work end the idle period, so the clock is read twice per triplet,
-// not at every wake-up.
-static void idle(void) {
-    SamplerClock t0 = sampler_clock();
-    set_sleep_mode(SLEEP_MODE_IDLE);
-    sleep_enable();  // for the whole idle period: the loop below runs at every wake-up
-    for (;;) {
-        cli();
-        if (sampler_ready() || uart_rx_ready()) break;
-        sei();  // the instruction after sei runs first: no wake-up is lost in between
-        sleep_cpu();
+// Timer1's count and ticks, read with interrupts off: a tick whose interrupt has not
+// run yet is counted.
+struct TickClock {
+    uint8_t ticks;
+    uint16_t count;
+};
+static inline TickClock tick_clock(void) {
+    TickClock t = {SAMPLER_TICKS, TCNT1};
+    if (TIFR1 & _BV(OCF1A)) {
+        t.count = TCNT1;
+        t.ticks++;
     }
+    return t;
+}
+
+// Sleep until an interrupt left work (SAMPLER_WORK: a triplet or a received byte).
+// Every interrupt wakes the CPU (a tick, three or four conversions); the test at each
+// wake-up is one bit. The bit is cleared here, before the work is drained, so work
+// that arrives meanwhile sets it again and no wake-up is lost.
+static void idle(void) {
+    cli();
+    TickClock t0 = tick_clock();
+    // sei lets one more instruction run first (sleep: no wake-up is lost in between).
+    // The NOP: simavr takes a pending interrupt one instruction later than the
+    // hardware does, and would never take it with CLI there.
+    __asm__ volatile(
+        "1: sbic %[g0], %[work]\n\t"
+        "rjmp 2f\n\t"
+        "sei\n\t"
+        "sleep\n\t"
+        "nop\n\t"
+        "cli\n\t"
+        "rjmp 1b\n"
+        "2:\n\t"
+        :
+        : [g0] "I"(_SFR_IO_ADDR(GPIOR0)), [work] "I"(SAMPLER_WORK)
+        : "memory");
+    TickClock t1 = tick_clock();
+    GPIOR0 &= (uint8_t)~_BV(SAMPLER_WORK);
     sei();
-    sleep_disable();
     // Ticks modulo 256: an idle period ends at the next triplet, within two ticks.
-    SamplerClock t1 = sampler_clock();
     idle_ticks += (uint8_t)(t1.ticks - t0.ticks);
     idle_count += (int32_t)t1.count - (int32_t)t0.count;
 }
 
-// Busy share over the last second: cycles not spent in idle() over all cycles.
+// Busy share over the last second (61 Timer2 overflows, 999.4 ms): cycles not spent
+// in idle() over all cycles.
 static void account_load(void) {
-    uint32_t now = millis();
-    uint32_t span_ms = now - load_window_start;
-    if (span_ms >= 1000) {
-        int32_t idle = (int32_t)idle_ticks * sampler_period() + idle_count;
-        // 16,000 cycles a millisecond.
-        uint32_t idle_permille = idle > 0 ? (uint32_t)idle / (16UL * span_ms) : 0;
-        load_permille = (uint16_t)(idle_permille >= 1000 ? 0 : 1000 - idle_permille);
-        idle_ticks = 0;
-        idle_count = 0;
-        load_window_start = now;
-    }
+    uint8_t n = (uint8_t)(uptime_overflows8 - load_mark);
+    if (n < UPTIME_OVERFLOWS_PER_S) return;
+    load_mark = (uint8_t)(load_mark + n);
+    int32_t idle = (int32_t)idle_ticks * sampler_period() + idle_count;
+    // An overflow is 16,384 x 16 cycles.
+    uint32_t idle_permille = idle > 0 ? ((uint32_t)idle >> 4) * 1000 / (n * 16384UL) : 0;
+    load_permille = (uint16_t)(idle_permille >= 1000 ? 0 : 1000 - idle_permille);
+    idle_ticks = 0;
+    idle_count = 0;
 }
 
 void setup() {
@@ -397,38 +435,36 @@ void setup() {
     }
     // A stored configuration this firmware cannot run falls back to the defaults.
     if (!dsp_rate_supported(cfg.sample_rate_hz) || cfg.hop_ms != cfg.window_ms || !cfg.window_ms ||
-        cfg.machine_class > 3 || cfg.channels > 15) {
+        cfg.machine_class > 3 || cfg.channels > 15 ||
+        (uint32_t)cfg.sample_rate_hz * cfg.window_ms / 1000 > 65535UL ||
+        (uint32_t)cfg.sample_rate_hz * cfg.window_ms / 1000 < 8) {
         cfg = Config{DSP_DEFAULT_RATE_HZ, 1000, 1000, CH_X | CH_Y | CH_Z | CH_TEMP, 2};
     }
     DDRC |= _BV(PC4);  // the report timing probe
+    uptime_begin();
+    set_sleep_mode(SLEEP_MODE_IDLE);
+    sleep_enable();  // for good: the CPU only sleeps in idle()
     uart_begin(BAUD);
     uart_put(0);  // flush whatever partial frame the host holds
     send_hello();
-    load_window_start = millis();
+    load_mark = uptime_overflows8;
     start_acquisition();
     // A hung loop resets the board (and the SBC sees a new session) instead of
     // leaving a silent one; the loop turns at least at the sample rate.
     wdt_enable(WDTO_2S);
 }
 
-// One call that never returns: loop()'s prologue (18 registers and a 76-byte frame)
-// then runs once, not at every turn (about 25 cycles per axis-sample).
+// One call that never returns: loop()'s prologue then runs once, not at every turn.
 void loop() {
     for (;;) {
         wdt_reset();
-        bool busy = false;
-        int16_t b;
-        while ((b = uart_read()) >= 0) {
-            busy = true;
-            rx_byte((uint8_t)b);
+        if (uart_rx_ready()) {
+            int16_t b;
+            while ((b = uart_read()) >= 0) rx_byte((uint8_t)b);
         }
-        Triplet t;
-        while (sampler_take(&t)) {
-            busy = true;
-            process(&t);
-        }
-        store_poll();
+        acquire();
+        if (store_pending()) store_poll();
         account_load();
-        if (!busy) idle();
+        idle();
     }
 }

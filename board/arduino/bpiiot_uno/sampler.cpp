@@ -1,43 +1,29 @@
 #include "sampler.h"
 
 #include <avr/interrupt.h>
-#include <avr/io.h>
 
-// 64 triplets, 40 ms at 1600 S/s: an authenticated command and its reply (four
-// SHA-256 blocks) plus a report can hold the main loop about 33 ms. Packed in 4 bytes
-// (the three low bytes, then the three 2-bit high parts), the ring takes 256 bytes
-// instead of 384, and packing and unpacking move whole bytes.
-#define RING 64
-struct Packed {
-    uint8_t lo[3];
-    uint8_t hi;  // x bits 9-8 in 1-0, y in 3-2, z in 5-4
-};
-#define CHANNELS 4
-// The temperature (A3) is converted at every 8th tick only: it is averaged over the
-// window anyway, and an interrupt less per tick saves about 35 cycles per axis-sample.
-#define TEMP_EVERY 8
-
-static volatile Packed ring[RING];
-volatile uint8_t sampler_head, sampler_tail;
-#define head sampler_head
-#define tail sampler_tail
+uint8_t sampler_ring[256];
+uint8_t sampler_tail;
 static volatile uint32_t overruns;
-static uint8_t tick;
-static volatile bool gap;
-static volatile uint8_t channel;  // being converted; CHANNELS = idle
-static volatile uint16_t cur[3];
+// The temperature (A3) is converted at every 8th tick only: it is averaged over the
+// window anyway.
 static volatile uint32_t temp_sum;
 static volatile uint16_t temp_n;
+
+// ADC: AVcc reference, prescaler 128 (125 kHz ADC clock, full 10-bit accuracy, 104 us
+// a conversion), interrupt on completion; START also starts a conversion.
+#define ADC_ON (_BV(ADEN) | _BV(ADIE) | _BV(ADPS2) | _BV(ADPS1) | _BV(ADPS0))
+#define ADC_START (ADC_ON | _BV(ADSC))
 
 void sampler_start(uint16_t rate_hz) {
     uint8_t s = SREG;
     cli();
-    head = tail = 0;
-    channel = CHANNELS;
-    // ADC: AVcc reference, prescaler 128 (125 kHz ADC clock, full 10-bit accuracy,
-    // 104 us a conversion), interrupt on completion.
+    GPIOR0 &= (uint8_t)~(_BV(SAMPLER_BUSY) | _BV(SAMPLER_TEMP) | _BV(SAMPLER_GAP));
+    SAMPLER_HEAD = 0;
+    SAMPLER_TICKS = 0;
+    sampler_tail = 0;
     ADMUX = _BV(REFS0);
-    ADCSRA = _BV(ADEN) | _BV(ADIE) | _BV(ADPS2) | _BV(ADPS1) | _BV(ADPS0);
+    ADCSRA = ADC_ON;
     DIDR0 = 0x0F;  // A0-A3 analog only: no digital input buffers to disturb them
     // Timer1, CTC mode, no prescaler: 16 MHz / rate.
     TCCR1A = 0;
@@ -53,130 +39,166 @@ void sampler_stop(void) {
     TIMSK1 = 0;
     TCCR1B = 0;
     ADCSRA = 0;
-}
-
-volatile uint8_t sampler_ticks;
-
-SamplerClock sampler_clock(void) {
-    uint8_t s = SREG;
-    cli();
-    SamplerClock t = {sampler_ticks, TCNT1};
-    if (TIFR1 & _BV(OCF1A)) {  // a tick whose interrupt has not run yet
-        t.count = TCNT1;
-        t.ticks++;
-    }
-    SREG = s;
-    return t;
+    GPIOR0 &= (uint8_t)~(_BV(SAMPLER_BUSY) | _BV(SAMPLER_TEMP));
 }
 
 uint16_t sampler_period(void) { return (uint16_t)(OCR1A + 1); }
 
-ISR(TIMER1_COMPA_vect) {
-    sampler_ticks++;
-    if (channel != CHANNELS) {
-        overruns++;  // the previous tick's conversions are still running
-        gap = true;
-        return;
-    }
-    channel = 0;
-    ADMUX = _BV(REFS0);
-    ADCSRA |= _BV(ADSC);
+// The tick: start X unless the last tick's conversions still run or the ring has no
+// free slot; then the tick is counted as an overrun and GAP set. 25 cycles plus entry.
+ISR(TIMER1_COMPA_vect, ISR_NAKED) {
+    __asm__ volatile(
+        "push r24\n\t"
+        "in r24, __SREG__\n\t"
+        "push r24\n\t"
+        "in r24, %[ticks]\n\t"
+        "inc r24\n\t"
+        "out %[ticks], r24\n\t"
+        "sbic %[g0], %[busy]\n\t"
+        "rjmp 8f\n\t"
+        "push r25\n\t"
+        "in r24, %[head]\n\t"
+        "lds r25, %[tail]\n\t"
+        "sub r24, r25\n\t"  // bytes in use
+        "pop r25\n\t"
+        "cpi r24, 249\n\t"  // a 64th triplet would make the ring look empty
+        "brsh 8f\n\t"
+        "sbi %[g0], %[busy]\n\t"
+        "ldi r24, %[mux0]\n\t"
+        "sts %[admux], r24\n\t"
+        "ldi r24, %[start]\n\t"
+        "sts %[adcsra], r24\n\t"
+        "in r24, %[ticks]\n\t"
+        "andi r24, 7\n\t"
+        "brne 9f\n\t"
+        "sbi %[g0], %[temp]\n\t"
+        "rjmp 9f\n"
+        "8:\n\t"  // overrun: overruns += 1 (LDS/STS leave the carry alone)
+        "sbi %[g0], %[gap]\n\t"
+        "lds r24, %[ov]\n\t"
+        "subi r24, 0xFF\n\t"
+        "sts %[ov], r24\n\t"
+        "lds r24, %[ov]+1\n\t"
+        "sbci r24, 0xFF\n\t"
+        "sts %[ov]+1, r24\n\t"
+        "lds r24, %[ov]+2\n\t"
+        "sbci r24, 0xFF\n\t"
+        "sts %[ov]+2, r24\n\t"
+        "lds r24, %[ov]+3\n\t"
+        "sbci r24, 0xFF\n\t"
+        "sts %[ov]+3, r24\n"
+        "9:\n\t"
+        "pop r24\n\t"
+        "out __SREG__, r24\n\t"
+        "pop r24\n\t"
+        "reti\n\t"
+        :
+        : [ticks] "I"(_SFR_IO_ADDR(SAMPLER_TICKS)), [head] "I"(_SFR_IO_ADDR(SAMPLER_HEAD)),
+          [g0] "I"(_SFR_IO_ADDR(GPIOR0)), [busy] "I"(SAMPLER_BUSY), [temp] "I"(SAMPLER_TEMP),
+          [gap] "I"(SAMPLER_GAP), [tail] "i"(&sampler_tail), [ov] "i"(&overruns),
+          [mux0] "M"(_BV(REFS0)), [start] "M"(ADC_START), [admux] "i"(_SFR_MEM_ADDR(ADMUX)),
+          [adcsra] "i"(_SFR_MEM_ADDR(ADCSRA)));
 }
 
-// The last conversions of a tick (Z, the temperature): the C handler, entered from
-// the ADC vector below with every register as the interrupted code left it.
-extern "C" void __vector_adc_slow(void) __attribute__((signal, used));
-void __vector_adc_slow(void) {
-    uint16_t v = ADC;
-    uint8_t ch = channel;
-    if (ch == 2) {
-        if ((uint8_t)(head - tail) >= RING) {
-            overruns++;
-            gap = true;
-        } else {
-            volatile Packed *p = &ring[head % RING];
-            uint16_t x = cur[0], y = cur[1];
-            p->lo[0] = (uint8_t)x;
-            p->lo[1] = (uint8_t)y;
-            p->lo[2] = (uint8_t)v;
-            uint8_t hx = (uint8_t)(x >> 8), hy = (uint8_t)(y >> 8), hz = (uint8_t)(v >> 8);
-            p->hi = (uint8_t)(hx | (uint8_t)(hy << 2) | (uint8_t)(hz << 4));
-            head = (uint8_t)(head + 1);
-        }
-        if (++tick % TEMP_EVERY) {
-            channel = CHANNELS;  // idle until the next tick
-            return;
-        }
-        channel = 3;
-        ADMUX = (uint8_t)(_BV(REFS0) | 3);
-        ADCSRA |= _BV(ADSC);
-    } else {
-        temp_sum += v;
-        temp_n++;
-        channel = CHANNELS;
-    }
-}
-
-// X and Y (two conversions of three or four a tick) take the short path: store the
-// code, start the next channel, three registers saved instead of fifteen (about 60
-// cycles less each). r1 is not assumed zero: the interrupt may land inside a MUL.
+// A conversion done: the channel is ADMUX's low bits. X, Y and Z go into the slot at
+// the head (Z publishes it and starts the temperature on its ticks), the temperature
+// into its sum. r1 is not assumed zero: the interrupt may land inside a MUL.
 ISR(ADC_vect, ISR_NAKED) {
     __asm__ volatile(
         "push r24\n\t"
         "in r24, __SREG__\n\t"
         "push r24\n\t"
-        "lds r24, %[ch]\n\t"
-        "cpi r24, 2\n\t"
-        "brsh 2f\n\t"
+        "push r25\n\t"
         "push r30\n\t"
         "push r31\n\t"
-        "ldi r30, lo8(%[cur])\n\t"
-        "ldi r31, hi8(%[cur])\n\t"
-        "lsl r24\n\t"
-        "add r30, r24\n\t"
-        "brcc 1f\n\t"
-        "inc r31\n"
-        "1:\n\t"
-        "lds r24, %[adcl]\n\t"  // ADCL first: it locks ADCH until read
-        "st Z+, r24\n\t"
+        "in r30, %[head]\n\t"
+        "ldi r31, 0\n\t"
+        "subi r30, lo8(-(%[ring]))\n\t"
+        "sbci r31, hi8(-(%[ring]))\n\t"
+        "lds r25, %[adcl]\n\t"  // ADCL first: it locks ADCH until read
+        "lds r24, %[admux]\n\t"
+        "sbrc r24, 1\n\t"
+        "rjmp 2f\n\t"
+        "sbrc r24, 0\n\t"
+        "rjmp 1f\n\t"
+        // X: low byte, and the high part starts the slot's last byte.
+        "st Z, r25\n\t"
+        "lds r25, %[adch]\n\t"
+        "std Z+3, r25\n\t"
+        "ldi r24, %[mux1]\n\t"
+        "rjmp 5f\n"
+        "1:\n\t"  // Y
+        "std Z+1, r25\n\t"
+        "lds r25, %[adch]\n\t"
+        "lsl r25\n\t"
+        "lsl r25\n\t"
+        "ldd r24, Z+3\n\t"
+        "or r25, r24\n\t"
+        "std Z+3, r25\n\t"
+        "ldi r24, %[mux2]\n\t"
+        "rjmp 5f\n"
+        "2:\n\t"
+        "sbrc r24, 0\n\t"
+        "rjmp 3f\n\t"
+        // Z: complete the slot and publish it.
+        "std Z+2, r25\n\t"
+        "lds r25, %[adch]\n\t"
+        "swap r25\n\t"
+        "ldd r24, Z+3\n\t"
+        "or r25, r24\n\t"
+        "std Z+3, r25\n\t"
+        "in r24, %[head]\n\t"
+        "subi r24, 0xFC\n\t"  // += 4
+        "out %[head], r24\n\t"
+        "sbi %[g0], %[work]\n\t"
+        "ldi r24, %[mux3]\n\t"
+        "sbic %[g0], %[temp]\n\t"
+        "rjmp 5f\n\t"
+        "cbi %[g0], %[busy]\n\t"
+        "rjmp 9f\n"
+        "3:\n\t"  // the temperature: temp_sum += ADC, temp_n += 1
         "lds r24, %[adch]\n\t"
-        "st Z, r24\n\t"
+        "lds r30, %[ts]\n\t"
+        "add r30, r25\n\t"
+        "sts %[ts], r30\n\t"
+        "lds r30, %[ts]+1\n\t"
+        "adc r30, r24\n\t"
+        "sts %[ts]+1, r30\n\t"
+        "ldi r24, 0\n\t"
+        "lds r30, %[ts]+2\n\t"
+        "adc r30, r24\n\t"
+        "sts %[ts]+2, r30\n\t"
+        "lds r30, %[ts]+3\n\t"
+        "adc r30, r24\n\t"
+        "sts %[ts]+3, r30\n\t"
+        "lds r30, %[tn]\n\t"
+        "lds r31, %[tn]+1\n\t"
+        "adiw r30, 1\n\t"
+        "sts %[tn], r30\n\t"
+        "sts %[tn]+1, r31\n\t"
+        "cbi %[g0], %[temp]\n\t"
+        "cbi %[g0], %[busy]\n\t"
+        "rjmp 9f\n"
+        "5:\n\t"  // the next channel of this tick
+        "sts %[admux], r24\n\t"
+        "ldi r24, %[start]\n\t"
+        "sts %[adcsra], r24\n"
+        "9:\n\t"
         "pop r31\n\t"
         "pop r30\n\t"
-        "lds r24, %[ch]\n\t"
-        "inc r24\n\t"
-        "sts %[ch], r24\n\t"
-        "ori r24, %[refs0]\n\t"
-        "sts %[admux], r24\n\t"
-        "lds r24, %[adcsra]\n\t"
-        "ori r24, %[adsc]\n\t"
-        "sts %[adcsra], r24\n\t"
+        "pop r25\n\t"
         "pop r24\n\t"
         "out __SREG__, r24\n\t"
         "pop r24\n\t"
-        "reti\n"
-        "2:\n\t"
-        "pop r24\n\t"
-        "out __SREG__, r24\n\t"
-        "pop r24\n\t"
-        "jmp __vector_adc_slow\n\t"
+        "reti\n\t"
         :
-        : [ch] "i"(&channel), [cur] "i"(cur), [adcl] "i"(_SFR_MEM_ADDR(ADCL)),
-          [adch] "i"(_SFR_MEM_ADDR(ADCH)), [admux] "i"(_SFR_MEM_ADDR(ADMUX)),
-          [adcsra] "i"(_SFR_MEM_ADDR(ADCSRA)), [refs0] "M"(_BV(REFS0)), [adsc] "M"(_BV(ADSC)));
-}
-
-bool sampler_take(Triplet *t) {
-    if (head == tail) return false;
-    volatile Packed *p = &ring[tail % RING];
-    // 8-bit shifts only: avr-gcc writes 16-bit ones as loops.
-    uint8_t hi = p->hi;
-    uint8_t h0 = hi & 3, h1 = (uint8_t)(hi >> 2) & 3, h2 = (uint8_t)(hi >> 4) & 3;
-    t->raw[0] = (uint16_t)((uint16_t)h0 << 8 | p->lo[0]);
-    t->raw[1] = (uint16_t)((uint16_t)h1 << 8 | p->lo[1]);
-    t->raw[2] = (uint16_t)((uint16_t)h2 << 8 | p->lo[2]);
-    tail = (uint8_t)(tail + 1);
-    return true;
+        : [head] "I"(_SFR_IO_ADDR(SAMPLER_HEAD)), [g0] "I"(_SFR_IO_ADDR(GPIOR0)),
+          [busy] "I"(SAMPLER_BUSY), [temp] "I"(SAMPLER_TEMP), [work] "I"(SAMPLER_WORK),
+          [ring] "i"(sampler_ring), [ts] "i"(&temp_sum), [tn] "i"(&temp_n),
+          [adcl] "i"(_SFR_MEM_ADDR(ADCL)), [adch] "i"(_SFR_MEM_ADDR(ADCH)),
+          [admux] "i"(_SFR_MEM_ADDR(ADMUX)), [adcsra] "i"(_SFR_MEM_ADDR(ADCSRA)),
+          [mux1] "M"(_BV(REFS0) | 1), [mux2] "M"(_BV(REFS0) | 2), [mux3] "M"(_BV(REFS0) | 3),
+          [start] "M"(ADC_START));
 }
 
 uint32_t sampler_overruns(void) {
@@ -195,13 +217,4 @@ void sampler_take_temperature(uint32_t *sum, uint16_t *n) {
     temp_sum = 0;
     temp_n = 0;
     SREG = s;
-}
-
-bool sampler_take_gap(void) {
-    if (!gap) return false;  // the common case: one byte read, no cli()
-    uint8_t s = SREG;
-    cli();
-    gap = false;
-    SREG = s;
-    return true;
 }

@@ -39,13 +39,13 @@ uint32_t store_boot(void) {
 // Queued writes: the key area (length byte + key, contiguous) and the config, each
 // with its own copy and a count of bytes still to write.
 static uint8_t key_copy[1 + LIM_KEY_MAX];
-static uint8_t key_left;  // bytes of key_copy not yet written, written from the end
+uint8_t store_key_left;  // bytes of key_copy not yet written, written from the end
 static Config config_copy;
-static uint8_t config_left;
+uint8_t store_config_left;
 
 void store_save_config(const Config *cfg) {
     config_copy = *cfg;
-    config_left = sizeof config_copy;
+    store_config_left = sizeof config_copy;
 }
 
 void store_save_key(const uint8_t *key, uint8_t len) {
@@ -53,18 +53,18 @@ void store_save_key(const uint8_t *key, uint8_t len) {
     // leaves a key the host does not hold: its frames fail `mac`, nothing crashes.
     key_copy[0] = len;
     memcpy(key_copy + 1, key, len);
-    key_left = (uint8_t)(1 + len);
+    store_key_left = (uint8_t)(1 + len);
 }
 
 static bool write_one(void) {
-    if (config_left) {
-        config_left--;
-        eeprom_update_byte(A_CONFIG + config_left, ((uint8_t *)&config_copy)[config_left]);
+    if (store_config_left) {
+        store_config_left--;
+        eeprom_update_byte(A_CONFIG + store_config_left, ((uint8_t *)&config_copy)[store_config_left]);
         return true;
     }
-    if (key_left) {
-        key_left--;
-        eeprom_update_byte(A_KEYLEN + key_left, key_copy[key_left]);
+    if (store_key_left) {
+        store_key_left--;
+        eeprom_update_byte(A_KEYLEN + store_key_left, key_copy[store_key_left]);
         return true;
     }
     return false;

@@ -17,6 +17,9 @@ void store_save_config(const Config *cfg);
 void store_save_key(const uint8_t *key, uint8_t len);  // len 0 clears it
 // Start the next queued byte if the EEPROM is idle; never waits.
 void store_poll(void);
+// True while writes are queued (inline: the main loop asks at every turn).
+extern uint8_t store_config_left, store_key_left;
+static inline bool store_pending(void) { return store_config_left | store_key_left; }
 // Write everything queued, waiting (before a reboot).
 void store_flush(void);
 

@@ -3,6 +3,8 @@
 #include <avr/interrupt.h>
 #include <avr/io.h>
 
+#include "sampler.h"
+
 // RX: a power-of-two ring indexed by free-running 8-bit counters. TX: a report
 // with its tag (65 bytes) and an ack fit; indexes wrap explicitly.
 #define RX_SIZE 64
@@ -38,6 +40,7 @@ ISR(USART_RX_vect) {
     }
     rx_buf[rx_head % RX_SIZE] = b;
     rx_head = (uint8_t)(rx_head + 1);
+    GPIOR0 |= _BV(SAMPLER_WORK);  // wakes the idle loop (sampler.h)
 }
 
 ISR(USART_UDRE_vect) {
