@@ -159,7 +159,8 @@ static void start_acquisition(void) {
 #define PROBE_ON() (PORTC |= _BV(PC4))
 #define PROBE_OFF() (PORTC &= (uint8_t)~_BV(PC4))
 
-static void finish_window(void) {
+// Out of line: once a window, and acquire() keeps a small frame.
+__attribute__((noinline)) static void finish_window(void) {
     PROBE_ON();
     Report r;
     r.window_seq = ++windows;
@@ -205,8 +206,9 @@ static void finish_window(void) {
 // Keeps gcc from merging a byte shift into a 16-bit one (a bit loop on the AVR).
 #define OPAQUE(v) __asm__("" : "+r"(v))
 
-// Every waiting triplet through the features (DSP.md 8). Out of line: a small frame.
-__attribute__((noinline)) static void acquire(void) {
+// Every waiting triplet through the features (DSP.md 8). Inline in loop(): its
+// registers are saved once, not at every triplet.
+__attribute__((always_inline)) static inline void acquire(void) {
     while (sampler_ready()) {
         if (sampler_take_gap()) {
             // Samples were lost before this one: the window is flagged, and the jump
@@ -215,9 +217,8 @@ __attribute__((noinline)) static void acquire(void) {
             settle_left = settle_n;
         }
         const uint8_t *p = sampler_slot();
-        uint8_t h = p[3], hy = (uint8_t)(h >> 2), hz = (uint8_t)(h >> 4);
+        uint8_t h = p[3], hy = (uint8_t)(h >> 2), hz = __builtin_avr_swap(h);
         OPAQUE(hy);
-        OPAQUE(hz);
         uint16_t x = (uint16_t)((uint16_t)(uint8_t)(h & 3) << 8 | p[0]);
         uint16_t y = (uint16_t)((uint16_t)(uint8_t)(hy & 3) << 8 | p[1]);
         uint16_t z = (uint16_t)((uint16_t)(uint8_t)(hz & 3) << 8 | p[2]);
@@ -346,7 +347,8 @@ static void handle_chunk(uint8_t *chunk, uint8_t n) {
     command(&c);
 }
 
-static void rx_byte(uint8_t b) {
+// Out of line: loop() keeps a small frame (commands need a large one).
+__attribute__((noinline)) static void rx_byte(uint8_t b) {
     if (b == 0) {
         if (!rx_discarding && rx_len) handle_chunk(rx, rx_len);
         rx_len = 0;
@@ -370,7 +372,7 @@ struct TickClock {
     uint8_t ticks;
     uint16_t count;
 };
-static inline TickClock tick_clock(void) {
+__attribute__((always_inline)) static inline TickClock tick_clock(void) {
     TickClock t = {SAMPLER_TICKS, TCNT1};
     if (TIFR1 & _BV(OCF1A)) {
         t.count = TCNT1;
@@ -383,7 +385,7 @@ static inline TickClock tick_clock(void) {
 // Every interrupt wakes the CPU (a tick, three or four conversions); the test at each
 // wake-up is one bit. The bit is cleared here, before the work is drained, so work
 // that arrives meanwhile sets it again and no wake-up is lost.
-static void idle(void) {
+__attribute__((always_inline)) static inline void idle(void) {
     cli();
     TickClock t0 = tick_clock();
     // sei lets one more instruction run first (sleep: no wake-up is lost in between).
@@ -406,7 +408,7 @@ static void idle(void) {
     sei();
     // Ticks modulo 256: an idle period ends at the next triplet, within two ticks.
     idle_ticks += (uint8_t)(t1.ticks - t0.ticks);
-    idle_count += (int32_t)t1.count - (int32_t)t0.count;
+    idle_count += (int16_t)(t1.count - t0.count);  // within +-1 tick
 }
 
 // Busy share over the last second (61 Timer2 overflows, 999.4 ms): cycles not spent

@@ -100,57 +100,67 @@ ISR(TIMER1_COMPA_vect, ISR_NAKED) {
           [adcsra] "i"(_SFR_MEM_ADDR(ADCSRA)));
 }
 
-// A conversion done: the channel is ADMUX's low bits. X, Y and Z go into the slot at
-// the head (Z publishes it and starts the temperature on its ticks), the temperature
+// A conversion done: the channel is ADMUX's low bits. X and Y wait in `stage` (fixed
+// addresses: one register and SREG saved), Z completes the slot at the head from it,
+// publishes the slot and starts the temperature on its ticks; the temperature goes
 // into its sum. r1 is not assumed zero: the interrupt may land inside a MUL.
+static uint8_t stage[4];  // X low, Y low, X high, Y high
 ISR(ADC_vect, ISR_NAKED) {
     __asm__ volatile(
         "push r24\n\t"
         "in r24, __SREG__\n\t"
         "push r24\n\t"
-        "push r25\n\t"
-        "push r30\n\t"
-        "push r31\n\t"
-        "in r30, %[head]\n\t"
-        "ldi r31, 0\n\t"
-        "subi r30, lo8(-(%[ring]))\n\t"
-        "sbci r31, hi8(-(%[ring]))\n\t"
-        "lds r25, %[adcl]\n\t"  // ADCL first: it locks ADCH until read
         "lds r24, %[admux]\n\t"
         "sbrc r24, 1\n\t"
         "rjmp 2f\n\t"
         "sbrc r24, 0\n\t"
         "rjmp 1f\n\t"
-        // X: low byte, and the high part starts the slot's last byte.
-        "st Z, r25\n\t"
-        "lds r25, %[adch]\n\t"
-        "std Z+3, r25\n\t"
+        "lds r24, %[adcl]\n\t"  // X. ADCL first: it locks ADCH until read
+        "sts %[st], r24\n\t"
+        "lds r24, %[adch]\n\t"
+        "sts %[st]+2, r24\n\t"
         "ldi r24, %[mux1]\n\t"
         "rjmp 5f\n"
         "1:\n\t"  // Y
-        "std Z+1, r25\n\t"
-        "lds r25, %[adch]\n\t"
-        "lsl r25\n\t"
-        "lsl r25\n\t"
-        "ldd r24, Z+3\n\t"
-        "or r25, r24\n\t"
-        "std Z+3, r25\n\t"
+        "lds r24, %[adcl]\n\t"
+        "sts %[st]+1, r24\n\t"
+        "lds r24, %[adch]\n\t"
+        "sts %[st]+3, r24\n\t"
         "ldi r24, %[mux2]\n\t"
         "rjmp 5f\n"
         "2:\n\t"
+        "push r25\n\t"
+        "push r30\n\t"
+        "push r31\n\t"
+        "lds r25, %[adcl]\n\t"
         "sbrc r24, 0\n\t"
         "rjmp 3f\n\t"
-        // Z: complete the slot and publish it.
+        // Z: the slot is X, Y, Z low, then the high parts (X 1-0, Y 3-2, Z 5-4).
+        "in r30, %[head]\n\t"
+        "ldi r31, 0\n\t"
+        "subi r30, lo8(-(%[ring]))\n\t"
+        "sbci r31, hi8(-(%[ring]))\n\t"
         "std Z+2, r25\n\t"
+        "lds r24, %[st]\n\t"
+        "st Z, r24\n\t"
+        "lds r24, %[st]+1\n\t"
+        "std Z+1, r24\n\t"
         "lds r25, %[adch]\n\t"
         "swap r25\n\t"
-        "ldd r24, Z+3\n\t"
+        "lds r24, %[st]+3\n\t"
+        "lsl r24\n\t"
+        "lsl r24\n\t"
+        "or r25, r24\n\t"
+        "lds r24, %[st]+2\n\t"
         "or r25, r24\n\t"
         "std Z+3, r25\n\t"
         "in r24, %[head]\n\t"
         "subi r24, 0xFC\n\t"  // += 4
         "out %[head], r24\n\t"
         "sbi %[g0], %[work]\n\t"
+        "pop r31\n\t"
+        "pop r30\n\t"
+        "pop r25\n\t"
         "ldi r24, %[mux3]\n\t"
         "sbic %[g0], %[temp]\n\t"
         "rjmp 5f\n\t"
@@ -176,6 +186,9 @@ ISR(ADC_vect, ISR_NAKED) {
         "adiw r30, 1\n\t"
         "sts %[tn], r30\n\t"
         "sts %[tn]+1, r31\n\t"
+        "pop r31\n\t"
+        "pop r30\n\t"
+        "pop r25\n\t"
         "cbi %[g0], %[temp]\n\t"
         "cbi %[g0], %[busy]\n\t"
         "rjmp 9f\n"
@@ -184,9 +197,6 @@ ISR(ADC_vect, ISR_NAKED) {
         "ldi r24, %[start]\n\t"
         "sts %[adcsra], r24\n"
         "9:\n\t"
-        "pop r31\n\t"
-        "pop r30\n\t"
-        "pop r25\n\t"
         "pop r24\n\t"
         "out __SREG__, r24\n\t"
         "pop r24\n\t"
@@ -194,7 +204,7 @@ ISR(ADC_vect, ISR_NAKED) {
         :
         : [head] "I"(_SFR_IO_ADDR(SAMPLER_HEAD)), [g0] "I"(_SFR_IO_ADDR(GPIOR0)),
           [busy] "I"(SAMPLER_BUSY), [temp] "I"(SAMPLER_TEMP), [work] "I"(SAMPLER_WORK),
-          [ring] "i"(sampler_ring), [ts] "i"(&temp_sum), [tn] "i"(&temp_n),
+          [ring] "i"(sampler_ring), [st] "i"(stage), [ts] "i"(&temp_sum), [tn] "i"(&temp_n),
           [adcl] "i"(_SFR_MEM_ADDR(ADCL)), [adch] "i"(_SFR_MEM_ADDR(ADCH)),
           [admux] "i"(_SFR_MEM_ADDR(ADMUX)), [adcsra] "i"(_SFR_MEM_ADDR(ADCSRA)),
           [mux1] "M"(_BV(REFS0) | 1), [mux2] "M"(_BV(REFS0) | 2), [mux3] "M"(_BV(REFS0) | 3),
