@@ -383,26 +383,24 @@ __attribute__((always_inline)) static inline TickClock tick_clock(void) {
 
 // Sleep until an interrupt left work (SAMPLER_WORK: a triplet or a received byte).
 // Every interrupt wakes the CPU (a tick, three or four conversions); the test at each
-// wake-up is one bit. The bit is cleared here, before the work is drained, so work
-// that arrives meanwhile sets it again and no wake-up is lost.
+// wake-up is one bit, with interrupts on. Work that arrives between the test and SLEEP
+// waits for the next interrupt, at most one conversion or one Timer2 overflow later
+// (the ring holds it meanwhile). The bit is cleared here, before the work is drained,
+// so work that arrives meanwhile sets it again.
 __attribute__((always_inline)) static inline void idle(void) {
     cli();
     TickClock t0 = tick_clock();
-    // sei lets one more instruction run first (sleep: no wake-up is lost in between).
-    // The NOP: simavr takes a pending interrupt one instruction later than the
-    // hardware does, and would never take it with CLI there.
+    sei();
     __asm__ volatile(
         "1: sbic %[g0], %[work]\n\t"
         "rjmp 2f\n\t"
-        "sei\n\t"
         "sleep\n\t"
-        "nop\n\t"
-        "cli\n\t"
         "rjmp 1b\n"
         "2:\n\t"
         :
         : [g0] "I"(_SFR_IO_ADDR(GPIOR0)), [work] "I"(SAMPLER_WORK)
         : "memory");
+    cli();
     TickClock t1 = tick_clock();
     GPIOR0 &= (uint8_t)~_BV(SAMPLER_WORK);
     sei();
