@@ -27,6 +27,9 @@ from bpiiot.messages import Message
 
 log = logging.getLogger("bpiiot.link")
 
+# What the tail of a frame fails with: it is checked for these before anything else.
+_CUT = ("cobs", "truncated", "crc")
+
 Subscriber = Callable[[wire.Frame], None]
 
 
@@ -48,6 +51,10 @@ class LinkStats:
     frames_ok: int = 0
     frames_sent: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
+    """Frames dropped, by reason: one of :data:`wire.REASONS`, ``internal``, or
+    ``partial``: the bytes before the first delimiter since the port opened, failing
+    as a frame's tail does (cobs, truncated, crc), i.e. the end of a frame sent before
+    this link listened."""
     gaps: int = 0
     reboots: int = 0
     reconnects: int = 0
@@ -277,12 +284,16 @@ class Link:
             with lock:
                 stats.dropped["oversize"] += deframer.oversize - before
         verifier = self.verifier
-        for chunk in chunks:
+        head = deframer.head_returned
+        for i, chunk in enumerate(chunks):
             try:
                 frame = verifier.verify(chunk)
             except wire.FrameError as exc:
+                # The bytes before the first delimiter since the port opened: the tail
+                # of a frame sent before we listened, not a damaged one.
+                reason = "partial" if head and i == 0 and exc.reason in _CUT else exc.reason
                 with lock:
-                    stats.dropped[exc.reason] += 1
+                    stats.dropped[reason] += 1
                     stats.gaps = verifier.gaps
                     stats.reboots = verifier.reboots
                 log.debug("dropped frame: %s", exc)

@@ -559,16 +559,25 @@ class Deframer:
 
     A chunk longer than :data:`MAX_ENCODED` is discarded up to the next
     delimiter without being held in memory, and counted in :attr:`oversize`.
+
+    A receiver that starts listening mid-stream (a port just opened) cannot know
+    whether its first bytes began a frame: after a :meth:`feed`,
+    :attr:`head_returned` is true when the first chunk it returned is the one that
+    ended at the first delimiter ever seen, so a caller can tell the tail of a frame
+    sent before it listened from a damaged frame.
     """
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self._discarding = False
+        self._synced = False
         self.oversize = 0
+        self.head_returned = False
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return the complete frames they finish."""
         out: list[bytes] = []
+        self.head_returned = False
         start = 0
         while True:
             i = data.find(b"\0", start)
@@ -585,6 +594,7 @@ class Deframer:
                 return out
             piece = data[start:i]
             start = i + 1
+            head, self._synced = not self._synced, True
             if self._discarding:
                 self._discarding = False
                 continue
@@ -595,4 +605,5 @@ class Deframer:
             if len(piece) > MAX_ENCODED:
                 self.oversize += 1
             elif piece:
+                self.head_returned |= head
                 out.append(piece)

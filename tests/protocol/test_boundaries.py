@@ -573,3 +573,19 @@ def test_reboots_count_every_new_session() -> None:
         )
         ver.verify(enc.encode(m.Ack(1))[:-1])
     assert (ver.reboots, ver.gaps) == (2, 0)
+
+
+def test_deframer_marks_the_chunk_before_the_first_delimiter() -> None:
+    # Joined mid-stream: the first chunk may be a frame's tail; the deframer says which.
+    df = wire.Deframer()
+    assert df.feed(b"\x11\x12") == [] and not df.head_returned  # nothing returned yet
+    assert df.feed(b"\x13\0\x05\x06\0") == [b"\x11\x12\x13", b"\x05\x06"]
+    assert df.head_returned
+    assert df.feed(b"\x07\0") == [b"\x07"] and not df.head_returned
+    # A stream that starts on a delimiter has no head: its first chunk is whole.
+    df = wire.Deframer()
+    assert df.feed(b"\0\x08\0") == [b"\x08"] and not df.head_returned
+    # An oversize head is dropped as oversize, and what follows is no head either.
+    df = wire.Deframer()
+    assert df.feed(b"\x09" * 600 + b"\0\x0a\0") == [b"\x0a"] and not df.head_returned
+    assert df.oversize == 1

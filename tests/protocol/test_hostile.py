@@ -238,6 +238,30 @@ def test_link_read_thread_survives_frames_subscribers_and_panics() -> None:
         os.close(master)
 
 
+def test_a_frame_cut_by_the_port_opening_is_partial_not_crc() -> None:
+    board = Board()
+    first, second, third = board.ack(1), board.ack(2), board.ack(3)
+    # The link opens in the middle of a frame: its tail fails (here the CRC), counted
+    # as partial; the frames after it are delivered.
+    lk = link_mod.Link("loop://", key=KEY)
+    lk.feed(first[5:] + second)
+    assert lk.stats.dropped == {"partial": 1} and lk.stats.frames_ok == 1
+    # The same damage later in the stream is a damaged frame.
+    damaged = bytearray(third)
+    damaged[4] ^= 0x01
+    lk.feed(bytes(damaged))
+    assert lk.stats.dropped == {"partial": 1, "crc": 1}
+    # A link whose first bytes are a whole frame (the sender sent no lone 0x00 first)
+    # delivers it; one whose first frame fails another check counts that check.
+    lk = link_mod.Link("loop://", key=KEY)
+    lk.feed(first)
+    assert lk.stats.frames_ok == 1 and not lk.stats.dropped
+    other = Board(key=bytes(32))
+    lk = link_mod.Link("loop://", key=KEY)
+    lk.feed(other.ack(1))
+    assert lk.stats.dropped == {"mac": 1}
+
+
 def test_feed_lets_ctrl_c_through_on_the_main_thread_only() -> None:
     lk = link_mod.Link("loop://", key=KEY)
     board = Board()
