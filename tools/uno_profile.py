@@ -5,7 +5,7 @@ profile (``simavr_bridge -p``), MAC on, at a sample rate, and charges each addre
 cycles to the function that contains it (``avr-nm``). Prints the functions taking the
 most cycles per axis-sample, interrupts included::
 
-    python tools/uno_profile.py --rate 1600 --seconds 5
+    python tools/uno_profile.py --rate 1600 --seconds 5 [--annotate loop]
 """
 
 from __future__ import annotations
@@ -54,22 +54,54 @@ def by_function(profile: Path, elf: Path) -> dict[str, int]:
     return totals
 
 
+def annotate(profile: Path, elf: Path, function: str, samples: int) -> None:
+    """Print a function's disassembly with each instruction's cycles per axis-sample."""
+    cycles = {}
+    for line in profile.read_text().splitlines():
+        addr, n = (int(v) for v in line.split())
+        cycles[addr] = n
+    dis = subprocess.run(["avr-objdump", "-d", "-C", str(elf)], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    inside = False
+    for line in dis.splitlines():
+        if line.endswith(">:"):
+            inside = line.split("<", 1)[1][:-2] == function
+        elif inside and ":" in line and line.startswith(" "):
+            addr = int(line.split(":", 1)[0], 16)
+            print(f"{cycles.get(addr, 0) / samples:8.2f}  {line.strip()}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: profile a run and print the top functions."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rate", type=int, default=1600, help="sample rate per axis (S/s)")
     p.add_argument("--seconds", type=float, default=5.0, help="simulated run, roughly")
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--annotate", metavar="FUNCTION",
+                   help="also print this function's instructions with their cycles "
+                   "(the name as avr-nm -C prints it, e.g. loop)")  # fmt: skip
     a = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         prof = Path(tmp) / "profile.txt"
-        with UnoSim(profile=prof) as sim:
+        eeprom = Path(tmp) / "eeprom.bin"
+        # A first run stores the key and the rate; the profiled one boots with them, so
+        # nothing of the default rate is in the profile.
+        with UnoSim(eeprom=eeprom) as sim:
             c = Client(sim.start())
             try:
                 c.sync()
                 c.command(m.SetKey(KEY))
                 c.set_key(KEY)
                 c.command(m.SetConfig(sample_rate_hz=a.rate))
+                c.command(m.Ping())
+                time.sleep(0.5)  # the EEPROM writes (3.4 ms a byte) finish
+            finally:
+                c.close()
+        with UnoSim(eeprom=eeprom, profile=prof) as sim:
+            c = Client(sim.start())
+            try:
+                c.set_key(KEY)
+                c.sync()
                 t0 = sim.snapshot()
                 deadline = time.monotonic() + 120
                 while time.monotonic() < deadline:
@@ -82,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             stats = sim.stop()
         samples = 3 * stats["conversions"]
         totals = by_function(prof, FIRMWARE)
+        if a.annotate:
+            annotate(prof, FIRMWARE, a.annotate, samples)
     awake = sum(totals.values())
     print(f"{awake / samples:.0f} awake cycles per axis-sample over {samples} samples")
     for name, cyc in sorted(totals.items(), key=lambda kv: -kv[1])[: a.top]:
