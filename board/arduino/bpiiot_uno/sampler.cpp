@@ -23,7 +23,7 @@ void sampler_start(uint16_t rate_hz) {
     SAMPLER_TICKS = 0;
     sampler_tail = 0;
     ADMUX = _BV(REFS0);
-    ADCSRA = ADC_ON;
+    ADCSRA = ADC_ON | _BV(ADIF);  // a result left from before the stop raises no interrupt
     DIDR0 = 0x0F;  // A0-A3 analog only: no digital input buffers to disturb them
     // Timer1, CTC mode, no prescaler: 16 MHz / rate.
     TCCR1A = 0;
