@@ -477,6 +477,14 @@ void sha256_update(Sha256 *s, const uint8_t *data, size_t len) {
     }
 }
 
+// Constant shifts only: a shift by a variable count is a loop on the AVR.
+static inline void put_be32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
 void sha256_final(Sha256 *s, uint8_t out[32]) {
     uint32_t total = s->total, bits = total << 3;
     uint8_t *b = s->block, u = s->used;
@@ -488,9 +496,9 @@ void sha256_final(Sha256 *s, uint8_t out[32]) {
     }
     memset(b + u, 0, 59 - u);
     b[59] = (uint8_t)(total >> 29);
-    for (uint8_t i = 0; i < 4; i++) b[60 + i] = (uint8_t)(bits >> (24 - 8 * i));
+    put_be32(b + 60, bits);
     compress(s->h, b);
-    for (uint8_t i = 0; i < 32; i++) out[i] = (uint8_t)(s->h[i >> 2] >> (24 - 8 * (i & 3)));
+    for (uint8_t i = 0; i < 8; i++) put_be32(out + 4 * i, s->h[i]);
 }
 
 void hmac_key_init(HmacKey *k, const uint8_t *key, uint8_t len) {
