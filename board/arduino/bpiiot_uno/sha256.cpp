@@ -27,14 +27,14 @@ static const uint32_t H0[8] BPIIOT_PROGMEM = {
 };
 
 #ifdef __AVR__
-// One compression in AVR assembly (avr-gcc's code for the C below takes twice the
-// cycles). The schedule is computed in place in the block (big-endian words), which
-// it overwrites. The working variables are a window of 8 words into 16 on the stack:
-// each round moves it down a word and stores only the new a and e; every 8 rounds
-// it is copied back up. Maj uses b ^ c kept from the round before (a ^ b there).
-// Registers in the rounds: T r2-r5, E r6-r9, R1 r10-r13, R2 r14-r17 (little-endian),
-// r18 rounds left, h r20:r21, b ^ c r22-r25, X the message word, Y the window, Z the
-// next K; r1 stays zero.
+// One compression in AVR assembly: 23,092 cycles where avr-gcc's code for the C below
+// takes 52,174 (tools/uno_sha_bench.py). The schedule is computed in place in the
+// block (big-endian words), which it overwrites. The working variables are a window of
+// 8 words into 16 on the stack: each round moves it down a word and stores only the
+// new a and e; every 8 rounds it is copied back up. Maj uses b ^ c kept from the round
+// before (a ^ b there). Registers in the rounds: T r2-r5, E r6-r9, R1 r10-r13, R2
+// r14-r17 (little-endian), r18 rounds left, h r20:r21, b ^ c r22-r25, X the message
+// word, Y the window, Z the next K; r1 stays zero.
 extern "C" void bpiiot_sha256_compress(uint32_t h[8], uint8_t *block, const uint32_t *k);
 asm(
     ".pushsection .text.bpiiot_sha256_compress,\"ax\",@progbits\n"
@@ -160,15 +160,15 @@ asm(
     "    push r17\n"
     "    push r28\n"
     "    push r29\n"
-    "    in r28, 0x3d\n"
-    "    in r29, 0x3e\n"
+    "    in r28, __SP_L__\n"
+    "    in r29, __SP_H__\n"
     "    subi r28, 64\n"
     "    sbci r29, 0\n"
-    "    in r0, 0x3f\n"
+    "    in r0, __SREG__\n"
     "    cli\n"
-    "    out 0x3e, r29\n"
-    "    out 0x3f, r0\n"
-    "    out 0x3d, r28\n"
+    "    out __SP_H__, r29\n"
+    "    out __SREG__, r0\n"
+    "    out __SP_L__, r28\n"
     "    ; the window starts at the upper 8 words: Y = SP + 33\n"
     "    adiw r28, 33\n"
     "    movw r26, r22\n"
@@ -357,11 +357,11 @@ asm(
     "    brne 12b\n"
     "    ; SP = Y + 31, the value before the 64 bytes\n"
     "    adiw r28, 31\n"
-    "    in r0, 0x3f\n"
+    "    in r0, __SREG__\n"
     "    cli\n"
-    "    out 0x3e, r29\n"
-    "    out 0x3f, r0\n"
-    "    out 0x3d, r28\n"
+    "    out __SP_H__, r29\n"
+    "    out __SREG__, r0\n"
+    "    out __SP_L__, r28\n"
     "    pop r29\n"
     "    pop r28\n"
     "    pop r17\n"
@@ -394,8 +394,8 @@ asm(
 
 static inline void compress(uint32_t h[8], uint8_t *p) { bpiiot_sha256_compress(h, p, K); }
 #else
-// Rotations from byte moves and one-bit steps: a general 32-bit shift by n is an
-// n-round loop on the AVR, and SHA-256 rotates 600 times a block.
+// The portable compression (host builds). Rotations from byte moves and one-bit
+// steps: a general 32-bit shift by n is an n-round loop on the AVR.
 static inline uint32_t r8(uint32_t x) { return (x >> 8) | (x << 24); }
 static inline uint32_t r16(uint32_t x) { return (x >> 16) | (x << 16); }
 static inline uint32_t r24(uint32_t x) { return (x >> 24) | (x << 8); }
