@@ -307,6 +307,26 @@ int uno_cobs_encode(const uint8_t *src, int n, uint8_t *out, int cap) {
 }
 
 #include "dsp.h"
+#include "sha256.h"
+
+extern "C" {
+// SHA-256 of n bytes, given to sha256_update in pieces of at most `step` bytes.
+void uno_sha256(const uint8_t *data, int n, int step, uint8_t *out) {
+    Sha256 s;
+    sha256_init(&s);
+    if (step < 1) step = 1;
+    for (int i = 0; i < n; i += step)
+        sha256_update(&s, data + i, (size_t)(n - i < step ? n - i : step));
+    sha256_final(&s, out);
+}
+
+// The protocol's tag (the first 8 bytes of HMAC-SHA256) with a key of at most 64 bytes.
+void uno_hmac_tag(const uint8_t *key, int key_len, const uint8_t *data, int n, uint8_t *tag) {
+    HmacKey k;
+    hmac_key_init(&k, key, (uint8_t)key_len);
+    hmac_tag(&k, data, (size_t)n, tag);
+}
+}
 
 extern "C" {
 // Run the Uno's feature pipeline at `rate` S/s over three axes of n samples (mg) in

@@ -7,6 +7,8 @@
 //       -> 'R' reason hdr:7 x u32 out_len:u16 out..
 //   'E' type fields:16 x i64 text_len text.. key_len key.. session:u16 seq:u32
 //       -> 'R' n:i16 out..
+//   'S' step n:u16 data..  -> 'R' sha256:32 (data given to sha256_update in steps)
+//   'H' key_len key.. n:u16 data..  -> 'R' tag:8
 // Integers little-endian.
 #include <avr/io.h>
 #include <stdint.h>
@@ -17,6 +19,8 @@ int uno_verify(const uint8_t *key, int key_len, int has_prior, int session, uint
                uint8_t *chunk, int n, uint8_t *out, int cap, uint32_t *hdr, int host_side);
 int uno_encode(int type, const long long *f, const char *text, const uint8_t *key, int key_len,
                int session, uint32_t seq, uint8_t *out, int cap);
+void uno_sha256(const uint8_t *data, int n, int step, uint8_t *out);
+void uno_hmac_tag(const uint8_t *key, int key_len, const uint8_t *data, int n, uint8_t *tag);
 }
 
 static uint8_t getb(void) {
@@ -41,7 +45,7 @@ static void putn(uint32_t v, uint8_t bytes) {
     for (uint8_t i = 0; i < bytes; i++) putb((uint8_t)(v >> (8 * i)));
 }
 
-static uint8_t key[32], wire[96], out[128];
+static uint8_t key[64], wire[96], out[128], data[256];
 static char text[72];
 static long long fields[16];
 
@@ -96,6 +100,26 @@ int main(void) {
             putb('R');
             putn((uint16_t)n, 2);
             for (int i = 0; i < n; i++) putb(out[i]);
+        } else if (op == 'S' || op == 'H') {
+            uint8_t step = 0, kl = 0;
+            if (op == 'S') {
+                step = getb();
+            } else {
+                kl = getb();
+                for (uint8_t i = 0; i < kl; i++) key[i] = getb();
+            }
+            uint16_t n = (uint16_t)getn(2);
+            for (uint16_t i = 0; i < n; i++) {
+                uint8_t b = getb();
+                if (i < sizeof data) data[i] = b;
+            }
+            if (n > sizeof data) n = sizeof data;
+            if (op == 'S')
+                uno_sha256(data, n, step, out);
+            else
+                uno_hmac_tag(key, kl, data, n, out);
+            putb('R');
+            for (uint8_t i = 0; i < (op == 'S' ? 32 : 8); i++) putb(out[i]);
         }
     }
 }

@@ -149,11 +149,12 @@ def test_garbage_reset_and_the_stack(uno: UnoSim) -> None:
         _, nack = c.command(m.Ping(), key=bytes(32))
         assert isinstance(nack.message, m.Nack)
         assert nack.message.code == m.NackCode.UNAUTHENTICATED
-        # A flood of authenticated commands with no pause for their acks: each costs
-        # about 22 ms of HMAC work and the loop serves the line first, so at 1600 S/s
-        # the 40 ms sample ring overflows (and the 64-byte RX ring too: the SDK waits
-        # for each ack, a flood like this one loses commands, which fail their CRC).
-        # Lost samples are counted, never hidden, and their window is flagged.
+        # A flood of authenticated commands with no pause for their acks: the 64-byte
+        # RX ring overflows (the SDK waits for each ack, a flood like this one loses
+        # commands, which fail their CRC). Each command costs about 9 ms of HMAC work
+        # (three tags; 22 ms before the AVR SHA-256) and the loop serves the line
+        # first, yet it is back to the samples within the 40 ms the sample ring holds
+        # at 1600 S/s: none is lost and no window is flagged.
         _, ack = c.command(m.SetConfig(sample_rate_hz=1600))
         assert isinstance(ack.message, m.Ack)
         c.recv(3.0, (m.Report,))
@@ -168,10 +169,10 @@ def test_garbage_reset_and_the_stack(uno: UnoSim) -> None:
         status = replies[0].message
         assert isinstance(status, m.Status)
         assert status.frames_rejected >= 3
-        assert status.overruns > 0
+        assert status.overruns == 0
         c.recv(3.0, (m.Report,))
         flagged = [r for r in c.reports if r.flags & m.ReportFlag.OVERRUN]
-        assert flagged, [r.flags for r in c.reports]
+        assert not flagged, [r.flags for r in c.reports]
         # Stack painting: RAM the stack never reached, as the firmware counts it...
         assert status.free_memory_bytes >= RAM_BYTES // 4
     finally:
