@@ -7,17 +7,17 @@
 
 #include <string.h>
 
-// Coefficient rows (DSP.md 8.1), from tests/board/arduino/uno_dsp_design.py, which
-// checks that this table is its design.
-// Shifts common to every row: u in 0.5 mg, S4's input << 11, e in Q23, vs = v >> 10.
+// Coefficient rows (DSP.md 8), from tests/board/arduino/uno_dsp_design.py, which
+// checks that this table is its design. B0-B2 and A are bytes (shaping: a in 1/256 mg
+// steps, u = a >> 7 in 0.5 mg), D1 and D2 in Q16, E in Q16 (9 bits); S4's input
+// is (y - y1) << 11, vs = v >> 10.
 #define F4 11
-#define EQ 7  // Q23 = 16 + 7: the e product's low word is dropped, 7 bits fed back
 #define KSHIFT 10
 #define GQ 40
 static const DspCoeffs ROWS[] = {
     // rate, B0, B1, B2, A, D1, E, D2, GN
-    {800, 28190, 23397, 2515, 42668, 4955, 49766, -4948, 3126356178319ULL},
-    {1600, 27716, 23687, 2597, 42465, 2524, 12686, -2523, 1621693894391ULL},
+    {800, 221, 181, 19, 164, 4955, 389, -4948, 3117913897008ULL},
+    {1600, 217, 184, 20, 164, 2524, 99, -2523, 1617824168519ULL},
 };
 static DspCoeffs C = ROWS[0];
 template <uint8_t R>
@@ -43,8 +43,10 @@ bool dsp_select(uint16_t rate_hz) {
 
 // Shifts by constants built from byte moves (avr-gcc writes a bit loop otherwise);
 // the empty asm keeps gcc from folding them back into one.
-static inline int32_t sr7(int32_t p) {  // p >> 7
-    return ((p >> 8) << 1) | (uint8_t)((uint8_t)p >> 7);
+static inline int16_t sr7(int32_t p) {  // p >> 7, when it fits 16 bits
+    int32_t q = p << 1;
+    __asm__("" : "+r"(q));
+    return (int16_t)(q >> 8);
 }
 static inline int32_t sr10(int32_t p) {  // p >> 10
     int32_t q = p >> 8;
@@ -59,14 +61,10 @@ static inline int32_t sl11(int16_t x) {  // x << 11
 
 void axis_reset(AxisState *s) { memset(s, 0, sizeof *s); }
 
-// Start in the steady state of the first sample: gravity causes no transient. Out of
-// line: its 64-bit division would make every call of axis_step save registers.
-__attribute__((noinline)) static void prime(AxisState *s, int16_t x) {
-    int16_t x4 = (int16_t)(x << 2);
-    s->x1 = s->x2 = x4;
-    int32_t num = mul_ss(C.b0, x4) + mul_ss(C.b1, x4) + mul_ss(C.b2, x4);
-    s->a1 = (int32_t)((int64_t)num * 65536 / (65536L + C.a));
-    s->u1 = (int16_t)((s->a1 + 0x8000L) >> 16);
+// Start in the steady state of the first sample: gravity causes no transient (the
+// input's difference is zero, and with it every stage).
+static void prime(AxisState *s, int16_t x) {
+    s->x1 = x;
     s->primed = true;
 }
 
@@ -77,41 +75,38 @@ template <uint8_t R>
 __attribute__((always_inline)) static inline void step_one(AxisState *s, int16_t x) {
     uint16_t ax = x < 0 ? (uint16_t)-x : (uint16_t)x;
     if (ax > s->peak) s->peak = ax;
-    uint32_t sq = (uint32_t)mul_ss(x, x);
-    uint32_t lo = s->xl + sq;
-    if (lo < sq) s->xh++;
-    s->xl = lo;
-    // F: shaping, a = (B0 4x + B1 4x1 + B2 4x2) - A a1 / 2^16 in 32 bits (its pole
-    // at z = -0.65 would hold a rounding limit cycle at Nyquist in 16 bits), then
-    // u = a / 2^16 rounded, in 0.5 mg.
-    int16_t x4 = (int16_t)(x << 2);
-    int32_t a1 = s->a1;
-    int32_t acc = -(int32_t)(mul_uu((uint16_t)a1, ROWS[R].a) >> 16);
-    mac_su(acc, (int16_t)-(int16_t)(a1 >> 16), ROWS[R].a);
-    mac_ss(acc, x4, ROWS[R].b0);
-    mac_ss(acc, s->x1, ROWS[R].b1);
-    mac_ss(acc, s->x2, ROWS[R].b2);
+    sq_acc(s->xl, s->xh, ax);
+    // The first DC zero on the input: d = x - x1 (|d| <= 10240).
+    int16_t d = (int16_t)(x - s->x1);
+    s->x1 = x;
+    // F: shaping, a = B0 d + B1 d1 + B2 d2 - floor(A a1 / 2^8) (24 bits), then
+    // u = a / 2^7 in 0.5 mg with first-order error feedback (the rounding error is
+    // differenced, as the chain's first DC zero would have done).
+    int32_t acc = -mul_s24u8_sr8(s->a1, ROWS[R].a);
+    mac_s8(acc, d, ROWS[R].b0);
+    mac_s8(acc, s->d1, ROWS[R].b1);
+    mac_s8(acc, s->d2, ROWS[R].b2);
     s->a1 = acc;
-    s->x2 = s->x1;
-    s->x1 = x4;
-    int16_t u = (int16_t)((acc + 0x8000L) >> 16);
-    // S1: the real pole, y = y1 + (u - u1) - d1 y1, first-order error feedback.
+    s->d2 = s->d1;
+    s->d1 = d;
+    acc += s->ru;
+    s->ru = (uint8_t)acc & 127;
+    int16_t u = sr7(acc);
+    // S1: the real pole, y = y1 + u - d1 y1, first-order error feedback.
     int16_t y1 = s->y1;
     int32_t q = s->r1;
     mac_ss(q, y1, ROWS[R].d1);
-    int16_t y = (int16_t)(y1 + (u - s->u1) - (int16_t)(q >> 16));
-    s->u1 = u;
+    int16_t y = (int16_t)(y1 + u - (int16_t)(q >> 16));
     s->r1 = (uint16_t)q;
     s->y1 = y;
-    // S4: pole pair x integrator, w = w1 + (dy << F4) - e v1 + d2 w1, v = v1 + w.
+    // S4: pole pair x integrator, w = w1 + (dy << F4) - e v1 + d2 w1, v = v1 + w; the
+    // e product with first-order error feedback (16 bits), the d2 product rounded.
     int32_t v1 = s->v1;
-    int32_t p = (int32_t)(mul_uu((uint16_t)v1, ROWS[R].e) >> 16) + s->r4;
-    mac_su(p, (int16_t)(v1 >> 16), ROWS[R].e);
-    s->r4 = (uint8_t)(p & 127);
+    int32_t p = mul_s32u9_sr16(v1, ROWS[R].e, s->r4);
     int32_t w1 = s->w1;
     int32_t t = 0x8000L;
     mac_su(t, ROWS[R].d2, (uint16_t)w1);
-    int32_t w = w1 + (t >> 16) + sl11((int16_t)(y - y1)) - sr7(p);
+    int32_t w = w1 + (t >> 16) + sl11((int16_t)(y - y1)) - p;
     mac_ss(w, (int16_t)(w1 >> 16), ROWS[R].d2);
     int32_t v = v1 + w;
     s->w1 = w;
@@ -121,10 +116,7 @@ __attribute__((always_inline)) static inline void step_one(AxisState *s, int16_t
     if ((int16_t)vs != vs) {
         s->vel_saturated = true;
     } else {
-        sq = (uint32_t)mul_ss((int16_t)vs, (int16_t)vs);
-        lo = s->vl + sq;
-        if (lo < sq) s->vh++;
-        s->vl = lo;
+        sq_acc(s->vl, s->vh, vs < 0 ? (uint16_t)-vs : (uint16_t)vs);
     }
 }
 
@@ -135,7 +127,7 @@ static void step(AxisState *s, const int16_t *xs, uint8_t n) {
 }
 
 // The axes are reset together (axis_reset at every start), so the first one tells.
-__attribute__((noinline)) static void prime_all(AxisState *s, const int16_t *x, uint8_t n) {
+static void prime_all(AxisState *s, const int16_t *x, uint8_t n) {
     for (uint8_t a = 0; a < n; a++)
         if (!s[a].primed) prime(&s[a], x[a]);
 }

@@ -18,12 +18,13 @@ bool dsp_rate_supported(uint16_t rate_hz);
 
 // One axis: filter state and the running sums of the current window.
 struct AxisState {
-    int16_t x1, x2;  // previous inputs times 4
-    int16_t u1, y1;  // shaping and first high-pass outputs
-    uint16_t r1;     // S1's rounding residual (error feedback)
-    uint8_t r4;      // S4's rounding residual
+    int16_t x1;      // previous input (mg)
+    int16_t d1, d2;  // previous input differences
+    int16_t y1;      // first high-pass output (0.5 mg)
+    uint16_t r1, r4;  // S1's and S4's rounding residuals (error feedback)
+    uint8_t ru;       // the shaping output's rounding residual
     bool primed, vel_saturated;
-    int32_t a1;      // shaping state, u1 times 2^16 unrounded
+    int32_t a1;      // shaping state, 2^7 u unrounded (24 bits)
     int32_t v1, w1;  // S4: velocity and its last step
     uint16_t peak;
     uint16_t xh, vh;  // sums of x^2 and vs^2 = hi * 2^32 + lo
@@ -34,8 +35,7 @@ struct AxisState {
 // uno_dsp_design.py).
 struct DspCoeffs {
     uint16_t rate;
-    int16_t b0, b1, b2;
-    uint16_t a;
+    uint8_t b0, b1, b2, a;
     int16_t d1;
     uint16_t e;
     int16_t d2;
