@@ -3,16 +3,15 @@
 #pragma GCC optimize("O2")
 
 #include "dsp.h"
-#include "mul16.h"
 
 #include <string.h>
 
 // Coefficient rows (DSP.md 8), from tests/board/arduino/uno_dsp_design.py, which
 // checks that this table is its design. B0-B2 and A are bytes (shaping: a in 1/256 mg
 // steps, u = a >> 7 in 0.5 mg), D1 and D2 in Q16, E in Q16 (9 bits); S4's input
-// is (y - y1) << 11, vs = v >> 10.
-#define F4 11
-#define KSHIFT 10
+// is (y - y1) << 4, vs = v >> 3.
+#define F4 4
+#define KSHIFT 3
 #define GQ 40
 static const DspCoeffs ROWS[] = {
     // rate, B0, B1, B2, A, D1, E, D2, GN
@@ -51,22 +50,15 @@ bool dsp_select(uint16_t rate_hz) {
     return false;
 }
 
-// Shifts by constants built from byte moves (avr-gcc writes a bit loop otherwise);
-// the empty asm keeps gcc from folding them back into one.
-static inline int16_t sr7(int32_t p) {  // p >> 7, when it fits 16 bits
-    int32_t q = p << 1;
-    __asm__("" : "+r"(q));
-    return (int16_t)(q >> 8);
+// 24-bit state, little-endian as on the AVR.
+static inline int32_t ld24(const uint8_t *p) {
+    uint32_t v = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16;
+    return (int32_t)(v << 8) >> 8;
 }
-static inline int32_t sr10(int32_t p) {  // p >> 10
-    int32_t q = p >> 8;
-    __asm__("" : "+r"(q));
-    return q >> 2;
-}
-static inline int32_t sl11(int16_t x) {  // x << 11
-    int32_t y = (int32_t)x << 3;
-    __asm__("" : "+r"(y));
-    return y << 8;
+static inline void st24(uint8_t *p, int32_t v) {
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
 }
 
 void axis_reset(AxisState *s) { memset(s, 0, sizeof *s); }
@@ -79,55 +71,55 @@ static void prime(AxisState *s, int16_t x) {
 }
 
 #ifndef __AVR__
-// One sample of row R on one axis: the coefficients are immediates (ROWS is
-// constant), so the compiler loads them with LDI instead of keeping a row in
-// registers.
+// One sample of row R on one axis (the host build; the AVR's is the assembly below,
+// the same arithmetic).
 template <uint8_t R>
-__attribute__((always_inline)) static inline void step_one(AxisState *s, int16_t x) {
+static inline void step_one(AxisState *s, int16_t x) {
     uint16_t ax = x < 0 ? (uint16_t)-x : (uint16_t)x;
     if (ax > s->peak) s->peak = ax;
-    sq_acc(s->xl, s->xh, ax);
+    uint32_t sq = (uint32_t)ax * ax;
+    s->xl += sq;
+    if (s->xl < sq) s->xh++;
     // The first DC zero on the input: d = x - x1 (|d| <= 10240).
     int16_t d = (int16_t)(x - s->x1);
     s->x1 = x;
     // F: shaping, a = B0 d + B1 d1 + B2 d2 - floor(A a1 / 2^8) (24 bits), then
     // u = a / 2^7 in 0.5 mg with first-order error feedback (the rounding error is
     // differenced, as the chain's first DC zero would have done).
-    int32_t acc = -mul_s24u8_sr8(s->a1, ROWS[R].a);
-    mac_s8(acc, d, ROWS[R].b0);
-    mac_s8(acc, s->d1, ROWS[R].b1);
-    mac_s8(acc, s->d2, ROWS[R].b2);
-    s->a1 = acc;
+    int32_t a = (int32_t)ROWS[R].b0 * d + (int32_t)ROWS[R].b1 * s->d1 + (int32_t)ROWS[R].b2 * s->d2 -
+                ((ld24(s->a1) * ROWS[R].a) >> 8);
+    st24(s->a1, a);
     s->d2 = s->d1;
     s->d1 = d;
-    acc += s->ru;
-    s->ru = (uint8_t)acc & 127;
-    int16_t u = sr7(acc);
+    a += s->ru;
+    s->ru = (uint8_t)(a & 127);
+    int16_t u = (int16_t)(a >> 7);
     // S1: the real pole, y = y1 + u - d1 y1, first-order error feedback.
     int16_t y1 = s->y1;
-    int32_t q = s->r1;
-    mac_ss(q, y1, ROWS[R].d1);
+    int32_t q = (int32_t)ROWS[R].d1 * y1 + s->r1;
     int16_t y = (int16_t)(y1 + u - (int16_t)(q >> 16));
     s->r1 = (uint16_t)q;
     s->y1 = y;
-    // S4: pole pair x integrator, w = w1 + (dy << F4) - e v1 + d2 w1, v = v1 + w; the
-    // e product with first-order error feedback (16 bits), the d2 product rounded.
-    int32_t v1 = s->v1;
-    int32_t p = mul_s32u9_sr16(v1, ROWS[R].e, s->r4);
-    int32_t w1 = s->w1;
-    int32_t t = 0x8000L;
-    mac_su(t, ROWS[R].d2, (uint16_t)w1);
-    int32_t w = w1 + (t >> 16) + sl11((int16_t)(y - y1)) - p;
-    mac_ss(w, (int16_t)(w1 >> 16), ROWS[R].d2);
+    // S4: pole pair x integrator, 24-bit, w = w1 + (dy << 4) - e v1 + d2 w1,
+    // v = v1 + w; both products with first-order error feedback (16 bits).
+    int32_t v1 = ld24(s->v1), w1 = ld24(s->w1);
+    int64_t pe = (int64_t)v1 * ROWS[R].e + s->r4;
+    int64_t pd = (int64_t)w1 * ROWS[R].d2 + s->r2;
+    s->r4 = (uint16_t)pe;
+    s->r2 = (uint16_t)pd;
+    int32_t w = w1 + (int32_t)(int16_t)(y - y1) * (1 << F4) - (int32_t)(pe >> 16) + (int32_t)(pd >> 16);
     int32_t v = v1 + w;
-    s->w1 = w;
-    s->v1 = v;
-    // Output: vs = v >> 10 (1.47 um/s at 1600 S/s, 2.84 at 800) into the sum of squares.
-    int32_t vs = sr10(v);
+    st24(s->w1, w);
+    st24(s->v1, v);
+    // Output: vs = v >> 3 (1.47 um/s at 1600 S/s, 2.84 at 800) into the sum of squares.
+    int32_t vs = v >> KSHIFT;
     if ((int16_t)vs != vs) {
         s->vel_saturated = true;
     } else {
-        sq_acc(s->vl, s->vh, vs < 0 ? (uint16_t)-vs : (uint16_t)vs);
+        uint16_t av = vs < 0 ? (uint16_t)-vs : (uint16_t)vs;
+        sq = (uint32_t)av * av;
+        s->vl += sq;
+        if (s->vl < sq) s->vh++;
     }
 }
 
@@ -137,24 +129,24 @@ static void step(AxisState *s, const int16_t *xs, uint8_t n) {
     for (; n; n--, s++, xs++) step_one<R>(s, *xs);
 }
 #else
-// The same step in AVR assembly: the state stays in registers from load to store, one
-// zero register, coefficients loaded with LDI; per axis 41 bytes of AxisState (the
-// offsets are checked below). Registers: Z state, X samples, r2 zero, r3 count, r4-r7
-// v, r8-r11 w, r12-r15 sums and products, r16-r23 multiplier operands, Y dy.
+// The same step in AVR assembly: the state goes from LDD to registers to STD once per
+// axis, one zero register, coefficients by LDI; 40 bytes of AxisState per axis (the
+// offsets are checked below). Registers: Z state, X samples, r2 zero, r3 count, r4-r6
+// v, r8-r10 w, r12-r15 sums and products, r16-r23 multiplier operands.
 #if __cplusplus >= 201103L
 #include <stddef.h>
 static_assert(offsetof(AxisState, d1) == 2 && offsetof(AxisState, y1) == 6 &&
                   offsetof(AxisState, r1) == 8 && offsetof(AxisState, r4) == 10 &&
-                  offsetof(AxisState, ru) == 12 && offsetof(AxisState, vel_saturated) == 14 &&
-                  offsetof(AxisState, a1) == 15 && offsetof(AxisState, v1) == 19 &&
-                  offsetof(AxisState, w1) == 23 && offsetof(AxisState, peak) == 27 &&
-                  offsetof(AxisState, xh) == 29 && offsetof(AxisState, vh) == 31 &&
-                  offsetof(AxisState, xl) == 33 && offsetof(AxisState, vl) == 37 &&
-                  sizeof(AxisState) == 41,
+                  offsetof(AxisState, r2) == 12 && offsetof(AxisState, ru) == 14 &&
+                  offsetof(AxisState, vel_saturated) == 16 && offsetof(AxisState, a1) == 17 &&
+                  offsetof(AxisState, v1) == 20 && offsetof(AxisState, w1) == 23 &&
+                  offsetof(AxisState, peak) == 26 && offsetof(AxisState, xh) == 28 &&
+                  offsetof(AxisState, vh) == 30 && offsetof(AxisState, xl) == 32 &&
+                  offsetof(AxisState, vl) == 36 && sizeof(AxisState) == 40,
               "dsp_step_r0/r1 address AxisState by these offsets");
 #endif
 __asm__(
-    "; Window sum += \\a1:\\a0 squared (< 2^32): 48 bits, lo at Z+\\lo, hi at Z+\\hi.\n"
+    "; Window sum += the square of \\a1:\\a0 (< 2^16): 48 bits, lo at Z+\\lo, hi at Z+\\hi.\n"
     ".macro DSP_SQ48 a0, a1, lo, hi\n"
     "    mul \\a0, \\a0\n"
     "    movw r12, r0\n"
@@ -188,18 +180,15 @@ __asm__(
     "    std Z+\\hi+1, r19\n"
     "1:\n"
     ".endm\n"
-    "; r12..r15 += \\h:\\l (signed) * r22 (unsigned byte)\n"
+    "; r12..r14 += \\h:\\l (signed) * r22 (unsigned byte), modulo 2^24\n"
     ".macro DSP_MAC8 l, h\n"
     "    mul \\l, r22\n"
     "    add r12, r0\n"
     "    adc r13, r1\n"
     "    adc r14, r2\n"
-    "    adc r15, r2\n"
     "    mulsu \\h, r22\n"
-    "    sbc r15, r2\n"
     "    add r13, r0\n"
     "    adc r14, r1\n"
-    "    adc r15, r2\n"
     ".endm\n"
     ".macro DSP_STEP name, B0, B1, B2, A, D1, E, D2\n"
     ".section .text.\\name,\"ax\",@progbits\n"
@@ -211,19 +200,15 @@ __asm__(
     "    push r4\n"
     "    push r5\n"
     "    push r6\n"
-    "    push r7\n"
     "    push r8\n"
     "    push r9\n"
     "    push r10\n"
-    "    push r11\n"
     "    push r12\n"
     "    push r13\n"
     "    push r14\n"
     "    push r15\n"
     "    push r16\n"
     "    push r17\n"
-    "    push r28\n"
-    "    push r29\n"
     "    movw r30, r24\n"
     "    movw r26, r22\n"
     "    mov r3, r20\n"
@@ -242,15 +227,15 @@ __asm__(
     "    neg r16\n"
     "    sbci r17, 0xFF\n"
     "2:\n"
-    "    ldd r18, Z+27\n"
-    "    ldd r19, Z+28\n"
+    "    ldd r18, Z+26\n"
+    "    ldd r19, Z+27\n"
     "    cp r18, r16\n"
     "    cpc r19, r17\n"
     "    brsh 3f\n"
-    "    std Z+27, r16\n"
-    "    std Z+28, r17\n"
+    "    std Z+26, r16\n"
+    "    std Z+27, r17\n"
     "3:\n"
-    "    DSP_SQ48 r16, r17, 33, 29\n"
+    "    DSP_SQ48 r16, r17, 32, 28\n"
     "    ; d = x - x1, x1 = x\n"
     "    ldd r18, Z+0\n"
     "    ldd r19, Z+1\n"
@@ -258,7 +243,7 @@ __asm__(
     "    std Z+1, r25\n"
     "    sub r24, r18\n"
     "    sbc r25, r19\n"
-    "    ; F: a = B0 d + B1 d1 + B2 d2 - floor(A a1 / 2^8)\n"
+    "    ; F: a = B0 d + B1 d1 + B2 d2 - floor(A a1 / 2^8), 24 bits in r12..r14\n"
     "    movw r16, r24\n"
     "    ldd r18, Z+2\n"
     "    ldd r19, Z+3\n"
@@ -272,18 +257,16 @@ __asm__(
     "    mul r16, r22\n"
     "    movw r12, r0\n"
     "    mulsu r17, r22\n"
-    "    sbc r15, r15\n"
     "    mov r14, r1\n"
     "    add r13, r0\n"
     "    adc r14, r2\n"
-    "    adc r15, r2\n"
     "    ldi r22, \\B1\n"
     "    DSP_MAC8 r18, r19\n"
     "    ldi r22, \\B2\n"
     "    DSP_MAC8 r20, r21\n"
-    "    ldd r16, Z+15\n"
-    "    ldd r17, Z+16\n"
-    "    ldd r18, Z+17\n"
+    "    ldd r16, Z+17\n"
+    "    ldd r17, Z+18\n"
+    "    ldd r18, Z+19\n"
     "    ldi r22, \\A\n"
     "    mul r16, r22\n"
     "    mov r19, r1\n"
@@ -293,29 +276,24 @@ __asm__(
     "    add r19, r0\n"
     "    adc r20, r1\n"
     "    adc r21, r2\n"
-    "    mov r16, r21\n"
-    "    lsl r16\n"
-    "    sbc r16, r16\n"
     "    sub r12, r19\n"
     "    sbc r13, r20\n"
     "    sbc r14, r21\n"
-    "    sbc r15, r16\n"
-    "    std Z+15, r12\n"
-    "    std Z+16, r13\n"
-    "    std Z+17, r14\n"
-    "    std Z+18, r15\n"
+    "    std Z+17, r12\n"
+    "    std Z+18, r13\n"
+    "    std Z+19, r14\n"
     "    ; u = (a + ru) >> 7, ru = (a + ru) & 127: u in r14:r13\n"
-    "    ldd r16, Z+12\n"
+    "    ldd r16, Z+14\n"
     "    add r12, r16\n"
     "    adc r13, r2\n"
     "    adc r14, r2\n"
     "    mov r16, r12\n"
     "    andi r16, 0x7F\n"
-    "    std Z+12, r16\n"
+    "    std Z+14, r16\n"
     "    lsl r12\n"
     "    rol r13\n"
     "    rol r14\n"
-    "    ; S1: q = r1 + D1 y1, y = y1 + u - (q >> 16), r1 = q & 0xFFFF\n"
+    "    ; S1: q = r1 + D1 y1, y = y1 + u - (q >> 16), r1 = q & 0xFFFF; dy in r24:r25\n"
     "    ldd r16, Z+6\n"
     "    ldd r17, Z+7\n"
     "    ldi r18, lo8(\\D1)\n"
@@ -350,141 +328,115 @@ __asm__(
     "    std Z+7, r25\n"
     "    sub r24, r16\n"
     "    sbc r25, r17\n"
-    "    movw r28, r24\n"
-    "    ; S4: p = E v1 + r4 (40 bits), r4 = p & 0xFFFF, p >> 16 in r12..r15\n"
-    "    ldd r16, Z+19\n"
-    "    ldd r17, Z+20\n"
-    "    ldd r18, Z+21\n"
-    "    ldd r19, Z+22\n"
+    "    ; S4, 24 bits: w = w1 + (dy << 4) in r8..r10\n"
+    "    ldd r16, Z+23\n"
+    "    ldd r17, Z+24\n"
+    "    ldd r18, Z+25\n"
+    "    movw r8, r16\n"
+    "    mov r10, r18\n"
+    "    ldi r20, 16\n"
+    "    mul r24, r20\n"
+    "    add r8, r0\n"
+    "    adc r9, r1\n"
+    "    adc r10, r2\n"
+    "    mov r19, r25\n"
+    "    mulsu r19, r20\n"
+    "    add r9, r0\n"
+    "    adc r10, r1\n"
+    "    ; + (D2 w1 + r2) >> 16, r2 = its low 16 bits (40 bits: r24 r25 r13 r14 r15)\n"
+    "    ldi r20, lo8(\\D2)\n"
+    "    ldi r21, hi8(\\D2)\n"
+    "    ldd r24, Z+12\n"
+    "    ldd r25, Z+13\n"
+    "    clr r13\n"
+    "    muls r18, r21\n"
+    "    movw r14, r0\n"
+    "    mul r16, r20\n"
+    "    add r24, r0\n"
+    "    adc r25, r1\n"
+    "    adc r13, r2\n"
+    "    adc r14, r2\n"
+    "    adc r15, r2\n"
+    "    mul r17, r20\n"
+    "    add r25, r0\n"
+    "    adc r13, r1\n"
+    "    adc r14, r2\n"
+    "    adc r15, r2\n"
+    "    mulsu r18, r20\n"
+    "    sbc r15, r2\n"
+    "    add r13, r0\n"
+    "    adc r14, r1\n"
+    "    adc r15, r2\n"
+    "    mulsu r21, r16\n"
+    "    sbc r14, r2\n"
+    "    sbc r15, r2\n"
+    "    add r25, r0\n"
+    "    adc r13, r1\n"
+    "    adc r14, r2\n"
+    "    adc r15, r2\n"
+    "    mulsu r21, r17\n"
+    "    sbc r15, r2\n"
+    "    add r13, r0\n"
+    "    adc r14, r1\n"
+    "    adc r15, r2\n"
+    "    std Z+12, r24\n"
+    "    std Z+13, r25\n"
+    "    add r8, r13\n"
+    "    adc r9, r14\n"
+    "    adc r10, r15\n"
+    "    ; - (E v1 + r4) >> 16, r4 = its low 16 bits (r24 r25 r12 r13 r14)\n"
+    "    ldd r16, Z+20\n"
+    "    ldd r17, Z+21\n"
+    "    ldd r18, Z+22\n"
     "    movw r4, r16\n"
-    "    movw r6, r18\n"
+    "    mov r6, r18\n"
     "    ldi r20, lo8(\\E)\n"
     "    ldd r24, Z+10\n"
     "    ldd r25, Z+11\n"
-    "    mul r18, r20\n"
+    "    mulsu r18, r20\n"
     "    movw r12, r0\n"
-    "    mulsu r19, r20\n"
-    "    mov r14, r1\n"
-    "    sbc r15, r15\n"
-    "    add r13, r0\n"
-    "    adc r14, r2\n"
-    "    adc r15, r2\n"
+    "    sbc r14, r14\n"
     "    mul r16, r20\n"
     "    add r24, r0\n"
     "    adc r25, r1\n"
     "    adc r12, r2\n"
     "    adc r13, r2\n"
     "    adc r14, r2\n"
-    "    adc r15, r2\n"
     "    mul r17, r20\n"
     "    add r25, r0\n"
     "    adc r12, r1\n"
     "    adc r13, r2\n"
     "    adc r14, r2\n"
-    "    adc r15, r2\n"
     ".if \\E > 255\n"
-    "    mov r21, r19\n"
+    "    mov r21, r18\n"
     "    lsl r21\n"
     "    sbc r21, r21\n"
     "    add r25, r16\n"
     "    adc r12, r17\n"
     "    adc r13, r18\n"
-    "    adc r14, r19\n"
-    "    adc r15, r21\n"
+    "    adc r14, r21\n"
     ".endif\n"
     "    std Z+10, r24\n"
     "    std Z+11, r25\n"
-    "    ; w = w1 - (p >> 16)\n"
-    "    ldd r16, Z+23\n"
-    "    ldd r17, Z+24\n"
-    "    ldd r18, Z+25\n"
-    "    ldd r19, Z+26\n"
-    "    movw r8, r16\n"
-    "    movw r10, r18\n"
     "    sub r8, r12\n"
     "    sbc r9, r13\n"
     "    sbc r10, r14\n"
-    "    sbc r11, r15\n"
-    "    ; + (0x8000 + D2 (w1 & 0xFFFF)) >> 16\n"
-    "    ldi r20, lo8(\\D2)\n"
-    "    ldi r21, hi8(\\D2)\n"
-    "    mul r20, r16\n"
-    "    mov r25, r1\n"
-    "    mulsu r21, r17\n"
-    "    movw r12, r0\n"
-    "    ldi r22, 0x80\n"
-    "    add r25, r22\n"
-    "    adc r12, r2\n"
-    "    adc r13, r2\n"
-    "    mulsu r21, r16\n"
-    "    sbc r13, r2\n"
-    "    add r25, r0\n"
-    "    adc r12, r1\n"
-    "    adc r13, r2\n"
-    "    mul r17, r20\n"
-    "    add r25, r0\n"
-    "    adc r12, r1\n"
-    "    adc r13, r2\n"
-    "    mov r22, r13\n"
-    "    lsl r22\n"
-    "    sbc r22, r22\n"
-    "    add r8, r12\n"
-    "    adc r9, r13\n"
-    "    adc r10, r22\n"
-    "    adc r11, r22\n"
-    "    ; + D2 (w1 >> 16)\n"
-    "    muls r19, r21\n"
-    "    add r10, r0\n"
-    "    adc r11, r1\n"
-    "    mul r18, r20\n"
-    "    add r8, r0\n"
-    "    adc r9, r1\n"
-    "    adc r10, r2\n"
-    "    adc r11, r2\n"
-    "    mulsu r19, r20\n"
-    "    sbc r11, r2\n"
-    "    add r9, r0\n"
-    "    adc r10, r1\n"
-    "    adc r11, r2\n"
-    "    mulsu r21, r18\n"
-    "    sbc r11, r2\n"
-    "    add r9, r0\n"
-    "    adc r10, r1\n"
-    "    adc r11, r2\n"
-    "    ; + dy << 11\n"
-    "    movw r24, r28\n"
-    "    mov r22, r29\n"
-    "    lsl r22\n"
-    "    sbc r22, r22\n"
-    "    lsl r24\n"
-    "    rol r25\n"
-    "    rol r22\n"
-    "    lsl r24\n"
-    "    rol r25\n"
-    "    rol r22\n"
-    "    lsl r24\n"
-    "    rol r25\n"
-    "    rol r22\n"
-    "    add r9, r24\n"
-    "    adc r10, r25\n"
-    "    adc r11, r22\n"
     "    std Z+23, r8\n"
     "    std Z+24, r9\n"
     "    std Z+25, r10\n"
-    "    std Z+26, r11\n"
     "    ; v = v1 + w\n"
     "    add r4, r8\n"
     "    adc r5, r9\n"
     "    adc r6, r10\n"
-    "    adc r7, r11\n"
-    "    std Z+19, r4\n"
-    "    std Z+20, r5\n"
-    "    std Z+21, r6\n"
-    "    std Z+22, r7\n"
-    "    ; vs = v >> 10 when it fits 16 bits, its square into the window sum\n"
-    "    mov r24, r5\n"
-    "    mov r25, r6\n"
-    "    mov r22, r7\n"
+    "    std Z+20, r4\n"
+    "    std Z+21, r5\n"
+    "    std Z+22, r6\n"
+    "    ; vs = v >> 3 when it fits 16 bits, its square into the window sum\n"
+    "    movw r24, r4\n"
+    "    mov r22, r6\n"
+    "    asr r22\n"
+    "    ror r25\n"
+    "    ror r24\n"
     "    asr r22\n"
     "    ror r25\n"
     "    ror r24\n"
@@ -503,31 +455,27 @@ __asm__(
     "    neg r16\n"
     "    sbci r17, 0xFF\n"
     "4:\n"
-    "    DSP_SQ48 r16, r17, 37, 31\n"
+    "    DSP_SQ48 r16, r17, 36, 30\n"
     "    rjmp 6f\n"
     "5:\n"
     "    ldi r22, 1\n"
-    "    std Z+14, r22\n"
+    "    std Z+16, r22\n"
     "6:\n"
-    "    adiw r30, 41\n"
+    "    adiw r30, 40\n"
     "    dec r3\n"
     "    breq 9f\n"
     "    rjmp 10b\n"
     "9:\n"
     "    clr r1\n"
-    "    pop r29\n"
-    "    pop r28\n"
     "    pop r17\n"
     "    pop r16\n"
     "    pop r15\n"
     "    pop r14\n"
     "    pop r13\n"
     "    pop r12\n"
-    "    pop r11\n"
     "    pop r10\n"
     "    pop r9\n"
     "    pop r8\n"
-    "    pop r7\n"
     "    pop r6\n"
     "    pop r5\n"
     "    pop r4\n"
@@ -543,7 +491,7 @@ __asm__(
 #endif
 
 // The axes are reset together (axis_reset at every start), so the first one tells.
-static void prime_all(AxisState *s, const int16_t *x, uint8_t n) {
+__attribute__((noinline)) static void prime_all(AxisState *s, const int16_t *x, uint8_t n) {
     for (uint8_t a = 0; a < n; a++)
         if (!s[a].primed) prime(&s[a], x[a]);
 }

@@ -21,11 +21,12 @@ struct AxisState {
     int16_t x1;      // previous input (mg)
     int16_t d1, d2;  // previous input differences
     int16_t y1;      // first high-pass output (0.5 mg)
-    uint16_t r1, r4;  // S1's and S4's rounding residuals (error feedback)
-    uint8_t ru;       // the shaping output's rounding residual
+    uint16_t r1, r4, r2;  // rounding residuals (error feedback) of S1, S4's e and d2
+    uint8_t ru;      // the shaping output's rounding residual
     bool primed, vel_saturated;
-    int32_t a1;      // shaping state, 2^7 u unrounded (24 bits)
-    int32_t v1, w1;  // S4: velocity and its last step
+    uint8_t a1[3];   // shaping state, 2^7 u unrounded: 24-bit little-endian
+    uint8_t v1[3];   // S4: velocity (24-bit)
+    uint8_t w1[3];   // S4: its last step (24-bit)
     uint16_t peak;
     uint16_t xh, vh;  // sums of x^2 and vs^2 = hi * 2^32 + lo
     uint32_t xl, vl;

@@ -99,10 +99,11 @@ def test_l1_bounds_keep_every_stage_in_range(fs: int) -> None:
     # product A a1 in 32.
     assert l1["a"] * xmax + 2**8 < 2**23
     assert row["A"] * 2**23 < 2**31
-    # v and w are int32, with room for the rounding noise the error feedback adds.
-    assert l1["v"] * xmax < 2**30 and l1["w"] * xmax < 2**30
-    # The e product of v1 (< 2^30) fits its 40 bits with the 16-bit residual.
-    assert row["E"] * 2**30 + 2**16 < 2**39
+    # v and w are 24-bit, with room for the error feedback: each of its two products
+    # puts less than 1 LSB of error into w per sample.
+    assert l1["v"] * xmax + 2 * l1["vn"] < 2**23 and l1["w"] * xmax + 2 * l1["wn"] < 2**23
+    # The e and d2 products of v1 and w1 (< 2^23) fit their 40 bits with the residual.
+    assert row["E"] * 2**23 + 2**16 < 2**39 and -row["D2"] * 2**23 + 2**16 < 2**39
     # The coefficients fit their operands: bytes, E 9 bits, D1 and D2 16 bits.
     assert all(0 <= row[k] < 2**8 for k in ("B0", "B1", "B2", "A"))
     assert 0 < row["E"] < 2**9 and -(2**15) < row["D2"] < 0 < row["D1"] < 2**15
