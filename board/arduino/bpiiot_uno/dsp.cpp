@@ -94,14 +94,15 @@ static inline void step_one(AxisState *s, int16_t x) {
     a += s->ru;
     s->ru = (uint8_t)(a & 127);
     int16_t u = (int16_t)(a >> 7);
-    // S1: the real pole, y = y1 + u - d1 y1, first-order error feedback.
+    // S1: the real pole, y = y1 + u - d1 y1, first-order error feedback (the product's
+    // bits 8-15 kept, its low byte dropped).
     int16_t y1 = s->y1;
-    int32_t q = (int32_t)ROWS[R].d1 * y1 + s->r1;
+    int32_t q = (int32_t)ROWS[R].d1 * y1 + ((int32_t)s->r1 << 8);
     int16_t y = (int16_t)(y1 + u - (int16_t)(q >> 16));
-    s->r1 = (uint16_t)q;
+    s->r1 = (uint8_t)(q >> 8);
     s->y1 = y;
     // S4: pole pair x integrator, 24-bit, w = w1 + (dy << 4) - e v1 + d2 w1,
-    // v = v1 + w; both products with first-order error feedback (16 bits).
+    // v = v1 + w; both products with first-order error feedback, as in S1.
     int32_t v1 = ld24(s->v1), w1 = ld24(s->w1);
     int64_t pe = (int64_t)v1 * ROWS[R].e + s->r4;
     int64_t pd = (int64_t)w1 * ROWS[R].d2 + s->r2;
@@ -130,19 +131,19 @@ static void step(AxisState *s, const int16_t *xs, uint8_t n) {
 }
 #else
 // The same step in AVR assembly: the state goes from LDD to registers to STD once per
-// axis, one zero register, coefficients by LDI; 40 bytes of AxisState per axis (the
+// axis, one zero register, coefficients by LDI; 39 bytes of AxisState per axis (the
 // offsets are checked below). Registers: Z state, X samples, r2 zero, r3 count, r4-r6
 // v, r8-r10 w, r12-r15 sums and products, r16-r23 multiplier operands.
 #if __cplusplus >= 201103L
 #include <stddef.h>
 static_assert(offsetof(AxisState, d1) == 2 && offsetof(AxisState, y1) == 6 &&
-                  offsetof(AxisState, r1) == 8 && offsetof(AxisState, r4) == 10 &&
-                  offsetof(AxisState, r2) == 12 && offsetof(AxisState, ru) == 14 &&
-                  offsetof(AxisState, vel_saturated) == 16 && offsetof(AxisState, a1) == 17 &&
-                  offsetof(AxisState, v1) == 20 && offsetof(AxisState, w1) == 23 &&
-                  offsetof(AxisState, peak) == 26 && offsetof(AxisState, xh) == 28 &&
-                  offsetof(AxisState, vh) == 30 && offsetof(AxisState, xl) == 32 &&
-                  offsetof(AxisState, vl) == 36 && sizeof(AxisState) == 40,
+                  offsetof(AxisState, r4) == 8 && offsetof(AxisState, r2) == 10 &&
+                  offsetof(AxisState, r1) == 12 && offsetof(AxisState, ru) == 13 &&
+                  offsetof(AxisState, vel_saturated) == 15 && offsetof(AxisState, a1) == 16 &&
+                  offsetof(AxisState, v1) == 19 && offsetof(AxisState, w1) == 22 &&
+                  offsetof(AxisState, peak) == 25 && offsetof(AxisState, xh) == 27 &&
+                  offsetof(AxisState, vh) == 29 && offsetof(AxisState, xl) == 31 &&
+                  offsetof(AxisState, vl) == 35 && sizeof(AxisState) == 39,
               "dsp_step_r0/r1 address AxisState by these offsets");
 #endif
 __asm__(
@@ -227,15 +228,15 @@ __asm__(
     "    neg r16\n"
     "    sbci r17, 0xFF\n"
     "2:\n"
-    "    ldd r18, Z+26\n"
-    "    ldd r19, Z+27\n"
+    "    ldd r18, Z+25\n"
+    "    ldd r19, Z+26\n"
     "    cp r18, r16\n"
     "    cpc r19, r17\n"
     "    brsh 3f\n"
-    "    std Z+26, r16\n"
-    "    std Z+27, r17\n"
+    "    std Z+25, r16\n"
+    "    std Z+26, r17\n"
     "3:\n"
-    "    DSP_SQ48 r16, r17, 32, 28\n"
+    "    DSP_SQ48 r16, r17, 31, 27\n"
     "    ; d = x - x1, x1 = x\n"
     "    ldd r18, Z+0\n"
     "    ldd r19, Z+1\n"
@@ -264,9 +265,9 @@ __asm__(
     "    DSP_MAC8 r18, r19\n"
     "    ldi r22, \\B2\n"
     "    DSP_MAC8 r20, r21\n"
-    "    ldd r16, Z+17\n"
-    "    ldd r17, Z+18\n"
-    "    ldd r18, Z+19\n"
+    "    ldd r16, Z+16\n"
+    "    ldd r17, Z+17\n"
+    "    ldd r18, Z+18\n"
     "    ldi r22, \\A\n"
     "    mul r16, r22\n"
     "    mov r19, r1\n"
@@ -279,32 +280,30 @@ __asm__(
     "    sub r12, r19\n"
     "    sbc r13, r20\n"
     "    sbc r14, r21\n"
-    "    std Z+17, r12\n"
-    "    std Z+18, r13\n"
-    "    std Z+19, r14\n"
+    "    std Z+16, r12\n"
+    "    std Z+17, r13\n"
+    "    std Z+18, r14\n"
     "    ; u = (a + ru) >> 7, ru = (a + ru) & 127: u in r14:r13\n"
-    "    ldd r16, Z+14\n"
+    "    ldd r16, Z+13\n"
     "    add r12, r16\n"
     "    adc r13, r2\n"
     "    adc r14, r2\n"
     "    mov r16, r12\n"
     "    andi r16, 0x7F\n"
-    "    std Z+14, r16\n"
+    "    std Z+13, r16\n"
     "    lsl r12\n"
     "    rol r13\n"
     "    rol r14\n"
-    "    ; S1: q = r1 + D1 y1, y = y1 + u - (q >> 16), r1 = q & 0xFFFF; dy in r24:r25\n"
+    "    ; S1: q = D1 y1 + (r1 << 8), y = y1 + u - (q >> 16), r1 = q's bits 8-15; dy in r24:r25\n"
     "    ldd r16, Z+6\n"
     "    ldd r17, Z+7\n"
     "    ldi r18, lo8(\\D1)\n"
     "    ldi r19, hi8(\\D1)\n"
-    "    ldd r20, Z+8\n"
-    "    ldd r21, Z+9\n"
+    "    ldd r21, Z+12\n"
     "    muls r17, r19\n"
     "    movw r22, r0\n"
     "    mul r16, r18\n"
-    "    add r20, r0\n"
-    "    adc r21, r1\n"
+    "    add r21, r1\n"
     "    adc r22, r2\n"
     "    adc r23, r2\n"
     "    mulsu r17, r18\n"
@@ -317,8 +316,7 @@ __asm__(
     "    add r21, r0\n"
     "    adc r22, r1\n"
     "    adc r23, r2\n"
-    "    std Z+8, r20\n"
-    "    std Z+9, r21\n"
+    "    std Z+12, r21\n"
     "    movw r24, r16\n"
     "    add r24, r13\n"
     "    adc r25, r14\n"
@@ -329,9 +327,9 @@ __asm__(
     "    sub r24, r16\n"
     "    sbc r25, r17\n"
     "    ; S4, 24 bits: w = w1 + (dy << 4) in r8..r10\n"
-    "    ldd r16, Z+23\n"
-    "    ldd r17, Z+24\n"
-    "    ldd r18, Z+25\n"
+    "    ldd r16, Z+22\n"
+    "    ldd r17, Z+23\n"
+    "    ldd r18, Z+24\n"
     "    movw r8, r16\n"
     "    mov r10, r18\n"
     "    ldi r20, 16\n"
@@ -346,8 +344,8 @@ __asm__(
     "    ; + (D2 w1 + r2) >> 16, r2 = its low 16 bits (40 bits: r24 r25 r13 r14 r15)\n"
     "    ldi r20, lo8(\\D2)\n"
     "    ldi r21, hi8(\\D2)\n"
-    "    ldd r24, Z+12\n"
-    "    ldd r25, Z+13\n"
+    "    ldd r24, Z+10\n"
+    "    ldd r25, Z+11\n"
     "    clr r13\n"
     "    muls r18, r21\n"
     "    movw r14, r0\n"
@@ -379,20 +377,20 @@ __asm__(
     "    add r13, r0\n"
     "    adc r14, r1\n"
     "    adc r15, r2\n"
-    "    std Z+12, r24\n"
-    "    std Z+13, r25\n"
+    "    std Z+10, r24\n"
+    "    std Z+11, r25\n"
     "    add r8, r13\n"
     "    adc r9, r14\n"
     "    adc r10, r15\n"
     "    ; - (E v1 + r4) >> 16, r4 = its low 16 bits (r24 r25 r12 r13 r14)\n"
-    "    ldd r16, Z+20\n"
-    "    ldd r17, Z+21\n"
-    "    ldd r18, Z+22\n"
+    "    ldd r16, Z+19\n"
+    "    ldd r17, Z+20\n"
+    "    ldd r18, Z+21\n"
     "    movw r4, r16\n"
     "    mov r6, r18\n"
     "    ldi r20, lo8(\\E)\n"
-    "    ldd r24, Z+10\n"
-    "    ldd r25, Z+11\n"
+    "    ldd r24, Z+8\n"
+    "    ldd r25, Z+9\n"
     "    mulsu r18, r20\n"
     "    movw r12, r0\n"
     "    sbc r14, r14\n"
@@ -416,21 +414,21 @@ __asm__(
     "    adc r13, r18\n"
     "    adc r14, r21\n"
     ".endif\n"
-    "    std Z+10, r24\n"
-    "    std Z+11, r25\n"
+    "    std Z+8, r24\n"
+    "    std Z+9, r25\n"
     "    sub r8, r12\n"
     "    sbc r9, r13\n"
     "    sbc r10, r14\n"
-    "    std Z+23, r8\n"
-    "    std Z+24, r9\n"
-    "    std Z+25, r10\n"
+    "    std Z+22, r8\n"
+    "    std Z+23, r9\n"
+    "    std Z+24, r10\n"
     "    ; v = v1 + w\n"
     "    add r4, r8\n"
     "    adc r5, r9\n"
     "    adc r6, r10\n"
-    "    std Z+20, r4\n"
-    "    std Z+21, r5\n"
-    "    std Z+22, r6\n"
+    "    std Z+19, r4\n"
+    "    std Z+20, r5\n"
+    "    std Z+21, r6\n"
     "    ; vs = v >> 3 when it fits 16 bits, its square into the window sum\n"
     "    movw r24, r4\n"
     "    mov r22, r6\n"
@@ -455,13 +453,13 @@ __asm__(
     "    neg r16\n"
     "    sbci r17, 0xFF\n"
     "4:\n"
-    "    DSP_SQ48 r16, r17, 36, 30\n"
+    "    DSP_SQ48 r16, r17, 35, 29\n"
     "    rjmp 6f\n"
     "5:\n"
     "    ldi r22, 1\n"
-    "    std Z+16, r22\n"
+    "    std Z+15, r22\n"
     "6:\n"
-    "    adiw r30, 40\n"
+    "    adiw r30, 39\n"
     "    dec r3\n"
     "    breq 9f\n"
     "    rjmp 10b\n"

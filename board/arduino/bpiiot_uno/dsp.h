@@ -21,8 +21,9 @@ struct AxisState {
     int16_t x1;      // previous input (mg)
     int16_t d1, d2;  // previous input differences
     int16_t y1;      // first high-pass output (0.5 mg)
-    uint16_t r1, r4, r2;  // rounding residuals (error feedback) of S1, S4's e and d2
-    uint8_t ru;      // the shaping output's rounding residual
+    uint16_t r4, r2;  // S4's e and d2 products: rounding residuals (error feedback)
+    uint8_t r1;      // S1's product: residual (bits 8-15 kept)
+    uint8_t ru;      // the shaping output's rounding residual (7 bits)
     bool primed, vel_saturated;
     uint8_t a1[3];   // shaping state, 2^7 u unrounded: 24-bit little-endian
     uint8_t v1[3];   // S4: velocity (24-bit)
