@@ -16,7 +16,8 @@ Structure per axis (x in mg, |x| <= 5120: the ADXL335 through the 10-bit ADC):
   integrator's excess near Nyquist; then the rounded coefficients are searched for
   the smallest deviation with every coefficient of the row quantised.
 - S1, the real pole of the 10 Hz Butterworth high-pass (bilinear, pre-warped), 16-bit
-  with first-order error feedback: y = y1 + u - ((D1 y1 + r) >> 16).
+  with first-order error feedback of the product's bits 8-15 (its low byte dropped):
+  q = D1 y1 + (r << 8), y = y1 + u - (q >> 16), r = (q >> 8) & 255.
 - S4, its complex pole pair times the rectangular integrator (whose pole cancels the
   second high-pass zero), 24-bit in the delta form w = v - v1:
   w = w1 + ((y - y1) << F4) - e v1 + d2 w1, v = v1 + w, with e = E / 2^16 (= 1 + a1 + a2,
