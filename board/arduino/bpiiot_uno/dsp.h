@@ -18,13 +18,16 @@ bool dsp_rate_supported(uint16_t rate_hz);
 
 // One axis: filter state and the running sums of the current window.
 struct AxisState {
-    int16_t x1, x2;  // previous inputs times 4
-    int16_t u1, y1;  // shaping and first high-pass outputs
-    uint16_t r1;     // S1's rounding residual (error feedback)
-    uint8_t r4;      // S4's rounding residual
+    int16_t x1;      // previous input (mg)
+    int16_t d1, d2;  // previous input differences
+    int16_t y1;      // first high-pass output (0.5 mg)
+    uint16_t r4, r2;  // S4's e and d2 products: rounding residuals (error feedback)
+    uint8_t r1;      // S1's product: residual (bits 8-15 kept)
+    uint8_t ru;      // the shaping output's rounding residual (7 bits)
     bool primed, vel_saturated;
-    int32_t a1;      // shaping state, u1 times 2^16 unrounded
-    int32_t v1, w1;  // S4: velocity and its last step
+    uint8_t a1[3];   // shaping state, 2^7 u unrounded: 24-bit little-endian
+    uint8_t v1[3];   // S4: velocity (24-bit)
+    uint8_t w1[3];   // S4: its last step (24-bit)
     uint16_t peak;
     uint16_t xh, vh;  // sums of x^2 and vs^2 = hi * 2^32 + lo
     uint32_t xl, vl;
@@ -34,8 +37,7 @@ struct AxisState {
 // uno_dsp_design.py).
 struct DspCoeffs {
     uint16_t rate;
-    int16_t b0, b1, b2;
-    uint16_t a;
+    uint8_t b0, b1, b2, a;
     int16_t d1;
     uint16_t e;
     int16_t d2;

@@ -50,6 +50,25 @@ def test_constant_input_reads_zero_velocity(uno_codec: UnoCodec, rate: int) -> N
         assert [v[0][6] for v in out] == [0, 0] and [v[0][8] for v in out] == [0, 0], dc
 
 
+@pytest.mark.parametrize("rate", RATES)
+def test_ringing_dies_out_to_zero_after_any_excitation(uno_codec: UnoCodec, rate: int) -> None:
+    # A second of noise, a tone or a full-scale square wave, then a constant: 600 ms
+    # later (DSP.md 2.1's SETTLE_MS) every window reads exactly zero, no rounding limit
+    # cycle left in any stage (a rounded d2 product held one, 1-2 um/s for ever).
+    rnd = random.Random(rate)
+    settle = int(0.6 * rate)
+    for kind in range(6):
+        amp = (5, 300, 5000)[kind % 3]
+        if kind < 3:
+            burst = [rnd.randint(-amp, amp) for _ in range(rate)]
+        else:
+            burst = _tone(rnd.uniform(2, rate / 2), amp, rate, rate)
+        x = [max(-4995, min(5110, v)) for v in burst] + [rnd.randint(-4000, 4000)] * 2 * rate
+        out = uno_codec.features(x, [0] * len(x), [0] * len(x), rate, rate // 4)
+        after = [v for k, (v, _) in enumerate(out) if k * (rate // 4) >= rate + settle]
+        assert after and all(v[6] == 0 for v in after), (kind, after)
+
+
 def test_acceleration_is_exact_against_the_reference(uno_codec: UnoCodec) -> None:
     rnd = random.Random(7)
     rate = 800

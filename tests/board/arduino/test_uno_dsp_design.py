@@ -92,16 +92,21 @@ def test_l1_bounds_keep_every_stage_in_range(fs: int) -> None:
     h = design.impulse(row, fs)
     xmax = design.X_LIMIT
     l1 = {k: float(np.sum(np.abs(v))) for k, v in h.items()}
-    # u, y and y - y1 are int16 (u and y in 0.5 mg); +2 LSB for rounding.
-    for k in ("u", "y", "dy"):
+    # d = x - x1, u, y and y - y1 are int16 (u and y in 0.5 mg); +2 LSB for rounding.
+    for k in ("d", "u", "y", "dy"):
         assert l1[k] * xmax + 2 < 2**15, (k, l1[k])
-    # v and w are int32, with room for the rounding noise the error feedback adds.
-    assert l1["v"] * xmax < 2**30 and l1["w"] * xmax < 2**30
-    # The shaping stage's sum: B terms on 4x, the pole's split product on |a1| < 2^16 u.
-    b_sum = abs(row["B0"]) + abs(row["B1"]) + abs(row["B2"])
-    assert b_sum * 4 * xmax + row["A"] * (l1["u"] * xmax + 2) < 2**31
-    # The delta coefficients fit their 16-bit operands.
-    assert 0 < row["E"] < 2**16 and -(2**15) < row["D2"] < 0 < row["D1"] < 2**15
+    # The shaping sum a is held in 24 bits (+2^8 for the pole's floor), its pole's
+    # product A a1 in 32.
+    assert l1["a"] * xmax + 2**8 < 2**23
+    assert row["A"] * 2**23 < 2**31
+    # v and w are 24-bit, with room for the error feedback: each of its two products
+    # puts less than 1 LSB of error into w per sample.
+    assert l1["v"] * xmax + 2 * l1["vn"] < 2**23 and l1["w"] * xmax + 2 * l1["wn"] < 2**23
+    # The e and d2 products of v1 and w1 (< 2^23) fit their 40 bits with the residual.
+    assert row["E"] * 2**23 + 2**16 < 2**39 and -row["D2"] * 2**23 + 2**16 < 2**39
+    # The coefficients fit their operands: bytes, E 9 bits, D1 and D2 16 bits.
+    assert all(0 <= row[k] < 2**8 for k in ("B0", "B1", "B2", "A"))
+    assert 0 < row["E"] < 2**9 and -(2**15) < row["D2"] < 0 < row["D1"] < 2**15
 
 
 @pytest.mark.parametrize("fs", design.RATES)
