@@ -23,7 +23,7 @@
 #define SAMPLER_TICKS GPIOR2
 
 // 64 slots of 4 bytes: the three low bytes of X, Y, Z, then their 2-bit high parts
-// (X in bits 1-0, Y in 3-2, Z in 5-4). 63 hold triplets (40 ms at 1600 S/s): an
+// (X in bits 1-0, Y in 3-2, Z in 5-4). 63 hold triplets (39 ms at 1600 S/s): an
 // authenticated command with its reply plus a report can hold the main loop that long.
 extern uint8_t sampler_ring[256];
 extern uint8_t sampler_tail;  // in bytes; the main loop's own

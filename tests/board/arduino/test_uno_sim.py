@@ -173,6 +173,24 @@ def test_garbage_reset_and_the_stack(uno: UnoSim) -> None:
         c.recv(3.0, (m.Report,))
         flagged = [r for r in c.reports if r.flags & m.ReportFlag.OVERRUN]
         assert not flagged, [r.flags for r in c.reports]
+        # A flood whose replies outrun the line (400 status requests, each answered
+        # with a 60-byte status and an ack): the loop serves the line first and waits
+        # for room in the TX queue, the sample ring overflows. Lost samples are
+        # counted, never hidden, and their window is flagged (then settles again).
+        before = len(c.reports)
+        c.write(b"".join(c.frame(m.GetStatus.TYPE, b"\x80") for _ in range(400)))
+        deadline = time.monotonic() + 20
+        while c.recv(0.5) is not None and time.monotonic() < deadline:
+            pass
+        c.write(b"\x00")
+        replies, _ = c.command(m.GetStatus())
+        after = replies[0].message
+        assert isinstance(after, m.Status)
+        assert after.overruns > 0
+        c.recv(3.0, (m.Report,))
+        flagged = [r for r in c.reports[before:] if r.flags & m.ReportFlag.OVERRUN]
+        assert flagged, [r.flags for r in c.reports[before:]]
+        assert all(r.flags & m.ReportFlag.SETTLING for r in flagged)  # the gap rings
         # Stack painting: RAM the stack never reached, as the firmware counts it...
         assert status.free_memory_bytes >= RAM_BYTES // 4
     finally:
