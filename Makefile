@@ -6,7 +6,7 @@ SYSDEPS := build/.sysdeps
 PORT    ?=
 
 .PHONY: all setup demo test lint typecheck pytest bench flash clean vectors artifacts fuzz mutation \
-	uno uno-host uno-size flash-uno
+	uno uno-host uno-fuzz uno-size flash-uno
 
 all: test
 
@@ -59,9 +59,10 @@ soak: setup
 vectors: $(VENV)
 	$(PY) tools/gen_vectors.py
 
-# 1,000,000 hostile payloads through the SDK, a Link and the firmware codec (Unix port).
-fuzz: setup
-	$(PY) tools/fuzz_wire.py --inputs 1000000
+# 1,000,000 hostile payloads through the SDK, a Link, the MicroPython firmware codec (Unix
+# port) and the Uno's verifier under AddressSanitizer and UBSan.
+fuzz: setup uno-fuzz
+	$(PY) tools/fuzz_wire.py --inputs 1000000 --uno
 
 # mutmut 3 on wire.py and messages.py; writes build/mutation.json (read by `make bench`).
 mutation: setup
@@ -96,6 +97,8 @@ uno: $(UNO_OUT)/bpiiot_uno.hex $(UNO_OUT)/host/libuno_codec.so $(UNO_OUT)/simavr
 
 uno-host: $(UNO_OUT)/host/libuno_codec.so
 
+uno-fuzz: $(UNO_OUT)/host/uno_fuzz_runner
+
 $(UNO_OUT)/core/%.c.o: $(AVR_CORE)/cores/arduino/%.c
 	@mkdir -p $(@D)
 	$(UNO_CC) -c $< -o $@
@@ -129,6 +132,14 @@ $(UNO_OUT)/host/libuno_codec.so: tools/uno/codec_host.cpp $(UNO_HDRS) \
 		$(patsubst %,$(UNO_SRC)/%.cpp,$(UNO_CODEC))
 	@mkdir -p $(@D)
 	g++ -O2 -Wall -Wextra -shared -fPIC -I$(UNO_SRC) -o $@ $< $(patsubst %,$(UNO_SRC)/%.cpp,$(UNO_CODEC))
+
+# The firmware's verifier under AddressSanitizer and UBSan, for tools/fuzz_wire.py --uno.
+$(UNO_OUT)/host/uno_fuzz_runner: tools/uno/fuzz_runner.cpp tools/uno/codec_host.cpp $(UNO_HDRS) \
+		$(patsubst %,$(UNO_SRC)/%.cpp,$(UNO_CODEC))
+	@mkdir -p $(@D)
+	g++ -O1 -g -Wall -Wextra -fsanitize=address,undefined -fno-sanitize-recover=all \
+		-fno-omit-frame-pointer -I$(UNO_SRC) -o $@ $< tools/uno/codec_host.cpp \
+		$(patsubst %,$(UNO_SRC)/%.cpp,$(UNO_CODEC))
 
 # The codec compiled by avr-gcc with the host build's C ABI, for vectors in simavr.
 $(UNO_OUT)/vector_runner.elf: tools/uno/vector_runner.cpp tools/uno/codec_host.cpp $(UNO_HDRS) \

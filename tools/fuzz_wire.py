@@ -12,9 +12,12 @@ inputs go, in order and each followed by a good frame, to:
   deliver exactly the frames the verifier accepts and count no internal error;
 * the firmware codec (board/micropython/bpiiot_fw/codec.py) in the MicroPython Unix
   port, long-lived verifiers again, in batches: same verdict and reason as the SDK
-  on every frame.
+  on every frame;
+* with ``--uno``, the Uno firmware's C++ verifier (board/arduino/bpiiot_uno/codec.cpp)
+  built for the host under AddressSanitizer and UBSan (``make uno-fuzz``), on the same
+  batches: same verdict as the SDK, and a memory or undefined-behaviour error stops it.
 
-Usage: python tools/fuzz_wire.py [--inputs N] [--seed S] [--batch B] [--jobs J]
+Usage: python tools/fuzz_wire.py [--inputs N] [--seed S] [--batch B] [--jobs J] [--uno]
 Prints a summary, up to 20 disagreements, and `BENCH fuzz.inputs_per_s N inputs/s`;
 exits 1 on any disagreement or undelivered good frame.
 """
@@ -40,6 +43,7 @@ from bpiiot import wire
 ROOT = Path(__file__).resolve().parents[1]
 FW_DIR = ROOT / "board" / "micropython"
 FW_RUNNER = Path(__file__).with_name("fuzz_wire_fw.py")
+UNO_RUNNER = ROOT / "build" / "uno" / "host" / "uno_fuzz_runner"
 KEY = bytes(range(0x40, 0x60))
 SESSION = 7
 MAX_PAYLOAD = wire.MAX_BODY - wire.HEADER_LEN - wire.TAG_LEN - wire.CRC_LEN
@@ -228,6 +232,7 @@ class Result:
     undelivered: int = 0
     link_errors: dict[str, int] = field(default_factory=dict)
     firmware_checked: int = 0
+    uno_checked: int = 0
 
     @property
     def ok(self) -> bool:
@@ -332,33 +337,62 @@ def _start_firmware(path: Path) -> subprocess.Popen[str]:
     )
 
 
+def _start_uno(path: Path) -> subprocess.Popen[str]:
+    # halt_on_error: the first sanitizer report ends the run with a non-zero status.
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:abort_on_error=0")
+    return subprocess.Popen(
+        [str(UNO_RUNNER), str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
 def _compare_firmware(
-    proc: subprocess.Popen[str], verdicts: list[str], labels: list[str], res: Result
+    proc: subprocess.Popen[str],
+    verdicts: list[str],
+    labels: list[str],
+    res: Result,
+    name: str = "firmware",
 ) -> None:
     out, err = proc.communicate()
     lines = out.split()
-    if proc.returncode != 0 or not lines or lines[-2:-1] != ["DONE"]:
-        res.note(f"firmware runner failed ({proc.returncode}): {err[-500:]} {out[-200:]}")
+    if proc.returncode != 0 or not lines or lines[-2:-1] != ["DONE"] or err.strip():
+        res.note(f"{name} runner failed ({proc.returncode}): {err[-1500:]} {out[-200:]}")
         return
     got = "".join(lines[:-2])
     if len(got) != len(verdicts):
-        res.note(f"firmware judged {len(got)} frames of {len(verdicts)}")
+        res.note(f"{name} judged {len(got)} frames of {len(verdicts)}")
         return
     for code, want, label in zip(got, verdicts, labels, strict=True):
         fw = VERDICTS.get(code, f"crash {code!r}")
         if fw != want:
-            res.note(f"firmware {fw}, SDK {want}: {label}")
-    res.firmware_checked += len(verdicts)
+            res.note(f"{name} {fw}, SDK {want}: {label}")
+    if name == "uno":
+        res.uno_checked += len(verdicts)
+    else:
+        res.firmware_checked += len(verdicts)
 
 
 def run(
-    inputs: int, seed: int = 1, batch: int = 20000, jobs: int = 2, firmware: bool = True
+    inputs: int,
+    seed: int = 1,
+    batch: int = 20000,
+    jobs: int = 2,
+    firmware: bool = True,
+    uno: bool = False,
 ) -> Result:
-    """Fuzz ``inputs`` payloads (each followed by a good frame); see the module docstring."""
+    """Fuzz ``inputs`` payloads (each followed by a good frame); see the module docstring.
+    ``uno`` needs ``make uno-fuzz`` first (the runner under build/uno/host/)."""
+    if uno and not UNO_RUNNER.exists():
+        raise FileNotFoundError(f"{UNO_RUNNER} is missing: run `make uno-fuzz` first")
     camp = Campaign(seed, firmware)
     res = camp.result
     t0 = time.perf_counter()
-    pending: list[tuple[subprocess.Popen[str], list[str], list[str], Path]] = []
+    judges = [(name, start) for name, start, on in (
+        ("firmware", _start_firmware, firmware), ("uno", _start_uno, uno)) if on]  # fmt: skip
+    pending: list[tuple[subprocess.Popen[str], list[str], list[str], str]] = []
     with tempfile.TemporaryDirectory(prefix="bpiiot-fuzz-") as tmp:
         done = 0
         k = 0
@@ -366,18 +400,17 @@ def run(
             n = min(batch, inputs - done)
             records, verdicts, labels = camp.batch(n)
             done += n
-            if firmware:
+            if judges:
                 path = Path(tmp) / f"batch{k}.bin"
                 k += 1
                 _write_batch(path, records)
-                while len(pending) >= jobs:
-                    proc, v, lab, p = pending.pop(0)
-                    _compare_firmware(proc, v, lab, res)
-                    p.unlink()
-                pending.append((_start_firmware(path), verdicts, labels, path))
-        for proc, v, lab, p in pending:
-            _compare_firmware(proc, v, lab, res)
-            p.unlink()
+                for name, start in judges:
+                    while len(pending) >= jobs:
+                        proc, v, lab, who = pending.pop(0)
+                        _compare_firmware(proc, v, lab, res, who)
+                    pending.append((start(path), verdicts, labels, name))
+        for proc, v, lab, who in pending:
+            _compare_firmware(proc, v, lab, res, who)
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -388,14 +421,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=20261130)
     ap.add_argument("--batch", type=int, default=20000)
     ap.add_argument("--jobs", type=int, default=2, help="firmware processes at once")
-    ap.add_argument("--no-firmware", action="store_true", help="SDK and Link only")
+    ap.add_argument("--no-firmware", action="store_true", help="no MicroPython firmware codec")
+    ap.add_argument("--uno", action="store_true", help="also the Uno's verifier (make uno-fuzz)")
     args = ap.parse_args(argv)
     if args.inputs < 1 or args.batch < 1 or args.jobs < 1:
         ap.error("--inputs, --batch and --jobs must be at least 1")
-    res = run(args.inputs, args.seed, args.batch, args.jobs, not args.no_firmware)
+    res = run(args.inputs, args.seed, args.batch, args.jobs, not args.no_firmware, args.uno)
     print(
         f"{res.inputs} inputs ({res.frames} frames with the good ones) in {res.seconds:.1f} s; "
-        f"firmware checked {res.firmware_checked} frames; verdicts {dict(res.verdicts)}"
+        f"firmware checked {res.firmware_checked} frames, Uno {res.uno_checked}; "
+        f"verdicts {dict(res.verdicts)}"
     )
     for line in res.disagreements[:20]:
         print("  " + line)

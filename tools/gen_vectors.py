@@ -908,6 +908,14 @@ def payload(bk: Book) -> None:
     )
     add("hello-bad-id", "board id with a space", 1, cbor2.dumps(["mill 07", *HELLO[1:]]), "schema")
     add("hello-empty-id", "empty board id", 1, cbor2.dumps(["", *HELLO[1:]]), "schema")
+    # A C receiver that measures the id with strlen() sees "mill-0" and passes it.
+    add(
+        "hello-nul-in-id",
+        "board id with a NUL inside",
+        1,
+        cbor2.dumps(["mill-0\x00", *HELLO[1:]]),
+        "schema",
+    )
     add(
         "hello-id-bytes",
         "board id as a byte string",

@@ -22,13 +22,16 @@ static void sink(void *ctx, uint8_t b) {
 // Parsed into the firmware's own structures and, when w is given, written back with
 // the firmware's writers: a vector's payload must come back byte for byte.
 
-static bool text(CborReader *r, uint16_t max, char *out) {
+// A text string of at most max bytes into out (NUL-terminated); *len its length,
+// which a NUL inside the text makes longer than strlen(out).
+static bool text(CborReader *r, uint16_t max, char *out, uint32_t *len = 0) {
     uint8_t major;
     uint32_t n;
     if (!cbor_read_head(r, &major, &n) || major != 3 || n > max) return false;
     memcpy(out, r->buf + r->pos, n);
     out[n] = 0;
     r->pos += (uint16_t)n;
+    if (len) *len = n;
     return true;
 }
 
@@ -38,8 +41,7 @@ static bool array_of(CborReader *r, uint32_t n) {
     return cbor_read_head(r, &major, &got) && major == 4 && got == n;
 }
 
-static bool board_id_ok(const char *s) {
-    size_t n = strlen(s);
+static bool board_id_ok(const char *s, uint32_t n) {
     if (n < 1 || n > LIM_BOARD_ID_MAX) return false;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
@@ -56,7 +58,10 @@ static bool parse_board(uint8_t type, const uint8_t *p, uint16_t n, CborWriter *
     char t[256];
     switch (type) {
         case T_HELLO: {
-            if (!array_of(&r, 6) || !text(&r, LIM_BOARD_ID_MAX, t) || !board_id_ok(t)) return false;
+            uint32_t id_len;
+            if (!array_of(&r, 6) || !text(&r, LIM_BOARD_ID_MAX, t, &id_len) ||
+                !board_id_ok(t, id_len))
+                return false;
             if (!array_of(&r, 3)) return false;
             for (int i = 0; i < 3; i++)
                 if (!cbor_read_uint(&r, 0, 0xFFFF, &v[i])) return false;
@@ -172,6 +177,11 @@ static bool board_schema(uint8_t type, const uint8_t *p, uint16_t n) {
 }
 
 extern "C" {
+
+// The host receiver's schema check of the board's messages (tools/uno/fuzz_runner.cpp).
+bool uno_board_schema(uint8_t type, const uint8_t *p, uint16_t n) {
+    return board_schema(type, p, n);
+}
 
 // Verify a chunk as the board's receiver (host_side 0: commands) or as the host's
 // (host_side 1: the board's messages). hdr: type, session, seq, authenticated, payload
