@@ -55,6 +55,7 @@ flash: $(VENV)
 soak: setup
 	BPIIOT_SOAK_KILLS=200 BPIIOT_SOAK_ACTIONS=200 $(PY) -m pytest -q tests/sbc/chain/test_crash.py -k random_sigkills
 	$(PY) tools/demo.py --duration 150
+	BPIIOT_POWER_CUT_STRIDE=1 $(PY) -m pytest -q tests/board/arduino/test_uno_power_cut.py
 
 vectors: $(VENV)
 	$(PY) tools/gen_vectors.py

@@ -102,6 +102,7 @@ class UnoSim:
         bootloader: Path | None = None,
         realtime: bool = False,
         profile: Path | None = None,
+        power_cut: tuple[int, int, int] | None = None,
     ) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="bpiiot-uno-")
         tmp = Path(self._tmp.name)
@@ -111,6 +112,10 @@ class UnoSim:
         self.bootloader = bootloader
         self.realtime = realtime
         self.profile = profile
+        #: (n, cycles, value): cut the power `cycles` after the n-th EEPROM byte write
+        #: began, leaving that byte as `value` if it was still being written.
+        self.power_cut = power_cut
+        self.returncode: int | None = None
         self.stats_file = tmp / "stats.json"
         self.ram_file = tmp / "sram.bin"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -132,6 +137,8 @@ class UnoSim:
             args.append("-r")
         if self.profile is not None:
             args += ["-p", str(self.profile)]
+        if self.power_cut is not None:
+            args += ["-k", ":".join(str(int(v)) for v in self.power_cut)]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert self.proc.stdout is not None
         # simavr's ELF loader prints a few lines of its own first.
@@ -159,6 +166,7 @@ class UnoSim:
             except subprocess.TimeoutExpired:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
+        self.returncode = proc.returncode
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
@@ -167,6 +175,20 @@ class UnoSim:
         if self.ram_file.exists():
             self.sram = self.ram_file.read_bytes()
         return self.stats
+
+    def wait_power_cut(self, timeout: float = 20.0) -> dict[str, int]:
+        """Wait for the power cut asked for (``power_cut``); returns the statistics.
+        Stops the simulator by its PID and raises if it does not come in time."""
+        assert self.proc is not None and self.power_cut is not None
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise TimeoutError(f"no power cut {self.power_cut} within {timeout} s") from None
+        stats = self.stop()
+        if self.returncode != 3 or not stats.get("power_cut"):
+            raise RuntimeError(f"the simulator ended with {self.returncode}, no power cut")
+        return stats
 
     def snapshot(self, timeout: float = 5.0) -> dict[str, int]:
         """The simulator's statistics now, while it keeps running (SIGUSR1)."""

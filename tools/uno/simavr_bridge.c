@@ -3,7 +3,7 @@
  * it to the host the way an Arduino Uno's USB serial port would be.
  *
  *   simavr_bridge -f FIRMWARE.elf [-b BOOTLOADER.hex] [-s SIGNAL] [-e EEPROM]
- *                 [-t STATS] [-d RAMDUMP] [-p PROFILE] [-r]
+ *                 [-t STATS] [-d RAMDUMP] [-p PROFILE] [-r] [-k N:CYCLES[:VALUE]]
  *
  * - UART0 <-> a pseudo-terminal whose path is printed as the first line on stdout;
  *   bytes from the host are fed to the UART only while simavr signals XON (its input
@@ -13,7 +13,14 @@
  *   A0 starts the next row; the file repeats. Without SIGNAL: 0 g on X and Y, 1 g
  *   on Z, 25 C on a TMP36. AVcc is 5000 mV; simavr's conversion is mV * 1023 / 5000.
  * - EEPROM: loaded from and saved to EEPROM (created when absent), so a board keeps
- *   its boot counter, key and configuration across runs, as a real one does.
+ *   its boot counter, key and configuration across runs, as a real one does. A byte
+ *   write keeps EECR.EEPE set for 3.4 ms, as the ATmega328P's does (simavr clears it
+ *   at once, so a firmware's waits for the EEPROM would never be exercised).
+ * - -k N:CYCLES[:VALUE]: a power cut CYCLES cycles after the N-th EEPROM byte write
+ *   of this run began. If that write is still going on (under 3.4 ms, 54,400
+ *   cycles), its byte is left torn, holding VALUE (default 0xFF: erased, not yet
+ *   programmed). The simulation stops there, saves EEPROM, STATS and RAMDUMP as on
+ *   SIGTERM, prints "power cut" on stderr and exits with status 3.
  * - -b: start in a bootloader (optiboot) as after an external reset, once the host
  *   sends its first byte (the Uno's DTR auto-reset), so avrdude can upload.
  * - SIGUSR1 writes STATS while the simulation goes on (a snapshot for benchmarks).
@@ -62,6 +69,55 @@ static avr_irq_t *adc_irq;
 static avr_irq_t *uart_in;
 static uint64_t *profile;  // awake cycles per flash word, with -p
 static uint64_t probe_start, probe_cycles, probe_pulses;
+
+// --- EEPROM write timing and power cuts ---------------------------------------------
+#define EECR_ADDR 0x3F
+#define EEPE_BIT 0x02
+#define EEMPE_BIT 0x04
+static avr_io_write_t eeprom_write_orig;
+static uint8_t *eeprom_mem;
+static int ee_busy;
+static uint16_t ee_addr;
+static uint64_t ee_writes;
+static uint64_t cut_n, cut_cycles;
+static int cut_value = 0xFF;
+static volatile int power_cut;
+
+static avr_cycle_count_t eeprom_done(avr_t *a, avr_cycle_count_t when, void *param) {
+    (void)when;
+    (void)param;
+    ee_busy = 0;
+    a->data[EECR_ADDR] &= (uint8_t)~EEPE_BIT;
+    return 0;
+}
+
+static avr_cycle_count_t cut_power(avr_t *a, avr_cycle_count_t when, void *param) {
+    (void)a;
+    (void)when;
+    (void)param;
+    if (ee_busy && eeprom_mem) eeprom_mem[ee_addr] = (uint8_t)cut_value;
+    fprintf(stderr, "power cut %llu cycles after EEPROM write %llu (address %u, %s)\n",
+            (unsigned long long)cut_cycles, (unsigned long long)cut_n, ee_addr,
+            ee_busy ? "torn" : "complete");
+    power_cut = 1;
+    return 0;
+}
+
+static void eeprom_write(avr_t *a, avr_io_addr_t addr, uint8_t v, void *param) {
+    uint8_t before = a->data[EECR_ADDR];
+    if (ee_busy) v &= (uint8_t)~EEPE_BIT;  // the hardware ignores EEPE while writing
+    int is_write = (before & EEMPE_BIT) && (v & EEPE_BIT);
+    if (is_write) ee_addr = (uint16_t)(a->data[0x41] | (a->data[0x42] << 8)) & 0x3FF;
+    eeprom_write_orig(a, addr, v, param);
+    if (is_write) {
+        ee_busy = 1;
+        ee_writes++;
+        avr_cycle_timer_register(a, (avr_cycle_count_t)a->frequency / 1000000 * 3400, eeprom_done, NULL);
+        if (cut_n && ee_writes == cut_n)
+            avr_cycle_timer_register(a, cut_cycles ? cut_cycles : 1, cut_power, NULL);
+    }
+    if (ee_busy) a->data[EECR_ADDR] |= EEPE_BIT;  // simavr cleared it
+}
 
 static void probe_pin(struct avr_irq_t *irq, uint32_t value, void *param) {
     (void)irq;
@@ -227,12 +283,12 @@ static void write_stats(const char *path, int state) {
             "{\"cycles\": %llu, \"sleep_cycles\": %llu, \"conversions\": %llu, "
             "\"bytes_in\": %llu, \"bytes_out\": %llu, \"bytes_dropped\": %llu, "
             "\"sleep_steps\": %llu, \"probe_pulses\": %llu, \"probe_cycles\": %llu, "
-            "\"state\": %d}\n",
+            "\"eeprom_writes\": %llu, \"power_cut\": %d, \"state\": %d}\n",
             (unsigned long long)avr->cycle, (unsigned long long)sleep_cycles,
             (unsigned long long)conversions, (unsigned long long)bytes_in,
             (unsigned long long)bytes_out, (unsigned long long)bytes_dropped,
             (unsigned long long)sleep_steps, (unsigned long long)probe_pulses,
-            (unsigned long long)probe_cycles, state);
+            (unsigned long long)probe_cycles, (unsigned long long)ee_writes, power_cut, state);
     fclose(f);
 }
 
@@ -257,7 +313,7 @@ int main(int argc, char **argv) {
                *ramdump = NULL;
     int opt;
     const char *prof = NULL;
-    while ((opt = getopt(argc, argv, "f:b:s:e:t:d:p:r")) != -1) {
+    while ((opt = getopt(argc, argv, "f:b:s:e:t:d:p:rk:")) != -1) {
         switch (opt) {
             case 'f': fw = optarg; break;
             case 'b': boot = optarg; break;
@@ -267,9 +323,22 @@ int main(int argc, char **argv) {
             case 'd': ramdump = optarg; break;
             case 'p': prof = optarg; break;
             case 'r': realtime = 1; break;
+            case 'k': {
+                unsigned long long n, c;
+                int val = 0xFF, got = sscanf(optarg, "%llu:%llu:%i", &n, &c, &val);
+                if (got < 2 || !n || val < 0 || val > 255) {
+                    fprintf(stderr, "-k N:CYCLES[:VALUE] with N >= 1, VALUE 0-255\n");
+                    return 2;
+                }
+                cut_n = n;
+                cut_cycles = c;
+                cut_value = val;
+                break;
+            }
             default:
                 fprintf(stderr, "usage: %s -f FW.elf [-b BOOT.hex] [-s SIGNAL] [-e EEPROM] "
-                                "[-t STATS] [-d RAMDUMP] [-p PROFILE] [-r]\n", argv[0]);
+                                "[-t STATS] [-d RAMDUMP] [-p PROFILE] [-r] "
+                                "[-k N:CYCLES[:VALUE]]\n", argv[0]);
                 return 2;
         }
     }
@@ -301,6 +370,18 @@ int main(int argc, char **argv) {
     if (sig) load_signal(sig);
     if (prof) profile = calloc(avr->flashend / 2 + 1, sizeof *profile);
     if (eeprom) eeprom_io(eeprom, 0);
+    {
+        avr_eeprom_desc_t d = {.ee = NULL, .offset = 0, .size = 1024};
+        avr_ioctl(avr, AVR_IOCTL_EEPROM_GET, &d);
+        eeprom_mem = d.ee;
+        int io = AVR_DATA_TO_IO(EECR_ADDR);
+        eeprom_write_orig = avr->io[io].w.c;
+        if (!eeprom_write_orig || !eeprom_mem) {
+            fprintf(stderr, "simavr: no EEPROM controller to time\n");
+            return 2;
+        }
+        avr->io[io].w.c = eeprom_write;
+    }
     avr->sleep = on_sleep;
     pace_start_us = now_us();
 
@@ -315,6 +396,14 @@ int main(int argc, char **argv) {
     cfmakeraw(&t);
     tcsetattr(slave, TCSANOW, &t);
     fcntl(master, F_SETFL, fcntl(master, F_GETFL) | O_NONBLOCK);
+    // Handlers first: a signal sent as soon as the path is read must not kill us.
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
     printf("%s\n", name);
     fflush(stdout);
 
@@ -334,13 +423,6 @@ int main(int argc, char **argv) {
     avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_ADC_GETIRQ, ADC_IRQ_OUT_TRIGGER),
                             adc_trigger, NULL);
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGUSR1, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
 
     // With a bootloader, hold the MCU in reset until the host speaks (DTR reset),
     // and keep simulated time at the wall clock's pace.
@@ -350,7 +432,7 @@ int main(int argc, char **argv) {
     size_t npending = 0, ipending = 0;
     int state = cpu_Running;
     unsigned long iter = 0;
-    while (!stop) {
+    while (!stop && !power_cut) {
         if ((iter++ & 255) == 0 || held) {
             if (ipending == npending) {
                 ssize_t n = read(master, pending, sizeof pending);
@@ -418,5 +500,6 @@ int main(int argc, char **argv) {
     }
     close(slave);
     close(master);
+    if (power_cut) return 3;
     return state == cpu_Crashed ? 1 : 0;
 }

@@ -28,7 +28,7 @@
 #include "uptime.h"
 
 static const char BOARD_ID[] = "bpiiot-uno";
-static const uint16_t FW_VERSION[3] = {0, 1, 0};
+static const uint16_t FW_VERSION[3] = {0, 1, 1};
 #define BAUD 115200UL
 // Host chunks longer than this cannot be a command (the longest, set_key with a
 // 32-byte key and a tag, is 57 bytes encoded): dropped as oversize, not buffered.
@@ -64,6 +64,8 @@ static HmacKey hmac_key;
 static Encoder enc = {false, &hmac_key, 0, 0};
 static Verifier ver = {false, &hmac_key, 0, 0, false, 0};
 static uint32_t boot_counter;
+// STORE_LOST_* bits: records the EEPROM lost, told after every hello until rewritten.
+static uint8_t store_lost;
 static uint32_t frames_sent, frames_rejected, windows;
 static uint8_t body[BODY_CAP];
 static uint8_t rx[RX_CHUNK];
@@ -115,12 +117,28 @@ static void send_nack(uint32_t seq, uint8_t code, PGM_P detail) {
     send(T_NACK, &w);
 }
 
+static void send_log(uint8_t level, PGM_P text) {
+    char t[48];
+    strncpy_P(t, text, sizeof t);
+    t[sizeof t - 1] = 0;
+    CborWriter w;
+    payload_writer(&w, body, sizeof body);
+    write_log(&w, level, t);
+    send(T_LOG, &w);
+}
+
 static void send_hello(void) {
     CborWriter w;
     payload_writer(&w, body, sizeof body);
     uint32_t caps = CAP_AUTH | CAP_OUTPUTS | CAP_REBOOT | CAP_PERSIST | CAP_TEMPERATURE;
     write_hello(&w, BOARD_ID, FW_VERSION, caps, boot_counter, ver.seq);
     send(T_HELLO, &w);
+    // Whoever reads this hello learns what the EEPROM lost (a host may start later
+    // than the board: told again after every hello until the record is rewritten).
+    if (store_lost & STORE_LOST_CONFIG) send_log(LOG_ERROR, PSTR("EEPROM config lost: defaults used"));
+    if (store_lost & STORE_LOST_KEY) send_log(LOG_ERROR, PSTR("EEPROM key lost: running without a key"));
+    if (store_lost & STORE_LOST_BOOT)
+        send_log(LOG_ERROR, PSTR("EEPROM boot counter lost: counting from 0"));
 }
 
 static void send_config(void) {
@@ -258,9 +276,10 @@ static PGM_P apply_config(const Command *c) {
     if ((uint32_t)n.sample_rate_hz * n.window_ms / 1000 < 8) return PSTR("window under 8 samples");
     bool restart = n.sample_rate_hz != cfg.sample_rate_hz || n.window_ms != cfg.window_ms ||
                    n.hop_ms != cfg.hop_ms;
-    if (memcmp(&n, &cfg, sizeof n)) {
+    if (memcmp(&n, &cfg, sizeof n) || (store_lost & STORE_LOST_CONFIG)) {
         cfg = n;
         store_save_config(&cfg);
+        store_lost &= (uint8_t)~STORE_LOST_CONFIG;
     }
     if (restart) start_acquisition();
     return 0;
@@ -270,6 +289,7 @@ static void set_key(const uint8_t *key, uint8_t len) {
     enc.has_key = ver.has_key = len > 0;
     if (len) hmac_key_init(&hmac_key, key, len);
     store_save_key(key, len);
+    store_lost &= (uint8_t)~STORE_LOST_KEY;
 }
 
 static void command(Command *c) {
@@ -426,7 +446,7 @@ static void account_load(void) {
 void setup() {
     uint8_t key[LIM_KEY_MAX];
     uint8_t key_len;
-    store_load(&cfg, key, &key_len);
+    store_lost = store_load(&cfg, key, &key_len);
     boot_counter = store_boot();
     enc.session = ver.session = (uint16_t)boot_counter;
     if (key_len) {
@@ -439,6 +459,7 @@ void setup() {
         (uint32_t)cfg.sample_rate_hz * cfg.window_ms / 1000 > 65535UL ||
         (uint32_t)cfg.sample_rate_hz * cfg.window_ms / 1000 < 8) {
         cfg = Config{DSP_DEFAULT_RATE_HZ, 1000, 1000, CH_X | CH_Y | CH_Z | CH_TEMP, 2};
+        store_lost |= STORE_LOST_CONFIG;  // readable, yet not a configuration this runs
     }
     DDRC |= _BV(PC4);  // the report timing probe
     uptime_begin();

@@ -177,15 +177,21 @@ def test_garbage_reset_and_the_stack(uno: UnoSim) -> None:
         # with a 60-byte status and an ack): the loop serves the line first and waits
         # for room in the TX queue, the sample ring overflows. Lost samples are
         # counted, never hidden, and their window is flagged (then settles again).
+        # How many requests survive the 64-byte RX ring depends on how the host's
+        # writes reach the simulator, so a flood that happened to leave gaps (the loop
+        # then catches up) is sent again, up to four times.
         before = len(c.reports)
-        c.write(b"".join(c.frame(m.GetStatus.TYPE, b"\x80") for _ in range(400)))
-        deadline = time.monotonic() + 20
-        while c.recv(0.5) is not None and time.monotonic() < deadline:
-            pass
-        c.write(b"\x00")
-        replies, _ = c.command(m.GetStatus())
-        after = replies[0].message
-        assert isinstance(after, m.Status)
+        for _ in range(4):
+            c.write(b"".join(c.frame(m.GetStatus.TYPE, b"\x80") for _ in range(400)))
+            deadline = time.monotonic() + 20
+            while c.recv(0.5) is not None and time.monotonic() < deadline:
+                pass
+            c.write(b"\x00")
+            replies, _ = c.command(m.GetStatus())
+            after = replies[0].message
+            assert isinstance(after, m.Status)
+            if after.overruns > 0:
+                break
         assert after.overruns > 0
         c.recv(3.0, (m.Report,))
         flagged = [r for r in c.reports[before:] if r.flags & m.ReportFlag.OVERRUN]
