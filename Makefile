@@ -115,10 +115,11 @@ $(UNO_OUT)/core.a: $(UNO_CORE_OBJ)
 $(UNO_OUT)/fw/%.cpp.o: $(UNO_SRC)/%.cpp $(UNO_HDRS)
 	@mkdir -p $(@D)
 	$(UNO_CXX) -c $< -o $@
-# The sketch includes Arduino.h itself, so it compiles as plain C++ as well as in the IDE.
+# The sketch's .ino holds only comments (setup and loop are in app.cpp); compiled as the
+# IDE compiles it, after Arduino.h.
 $(UNO_OUT)/fw/bpiiot_uno.ino.o: $(UNO_SRC)/bpiiot_uno.ino $(UNO_HDRS)
 	@mkdir -p $(@D)
-	$(UNO_CXX) -x c++ -c $< -o $@
+	$(UNO_CXX) -x c++ -include Arduino.h -c $< -o $@
 
 $(UNO_OUT)/bpiiot_uno.elf: $(UNO_FW_OBJ) $(UNO_OUT)/core.a
 	avr-gcc -mmcu=atmega328p -Os -Wl,--gc-sections -o $@ $(UNO_FW_OBJ) $(UNO_OUT)/core.a -lm
