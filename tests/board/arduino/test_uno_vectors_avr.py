@@ -29,13 +29,15 @@ class Runner:
             raise TimeoutError(f"the AVR vector runner sent {len(data)} of {n} bytes")
         return data
 
-    def verify(self, v: dict[str, Any]) -> tuple[str, tuple[int, ...], bytes]:
+    def verify(
+        self, v: dict[str, Any], host_side: bool = False
+    ) -> tuple[str, tuple[int, ...], bytes]:
         key = bytes.fromhex(v["key"]) if v["key"] else b""
         prior = v["prior"]
         wire = bytes.fromhex(v["wire"])
         req = b"V" + bytes([len(key)]) + key + bytes([prior is not None])
         req += struct.pack("<HIBH", prior["session"] if prior else 0,
-                           prior["seq"] if prior else 0, 0, len(wire)) + wire  # fmt: skip
+                           prior["seq"] if prior else 0, host_side, len(wire)) + wire  # fmt: skip
         self.ser.write(req)
         assert self._read(1) == b"R"
         reason = self._read(1)[0]
