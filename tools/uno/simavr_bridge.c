@@ -20,7 +20,8 @@
  *   of this run began. If that write is still going on (under 3.4 ms, 54,400
  *   cycles), its byte is left torn, holding VALUE (default 0xFF: erased, not yet
  *   programmed). The simulation stops there, saves EEPROM, STATS and RAMDUMP as on
- *   SIGTERM, prints "power cut" on stderr and exits with status 3.
+ *   SIGTERM, prints "power cut" on stderr and exits with status 3, once the host has
+ *   read the bytes sent before the cut (at most 2 s later).
  * - -b: start in a bootloader (optiboot) as after an external reset, once the host
  *   sends its first byte (the Uno's DTR auto-reset), so avrdude can upload.
  * - SIGUSR1 writes STATS while the simulation goes on (a snapshot for benchmarks).
@@ -40,6 +41,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pty.h>
+#include <sys/ioctl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -480,6 +482,21 @@ int main(int argc, char **argv) {
             state = avr_run(avr);
         }
         if (state == cpu_Done || state == cpu_Crashed) break;
+    }
+    if (power_cut) {
+        // Bytes already on the wire still reach the host: wait (up to 2 s) until it
+        // has read them before the port goes away (closing it would discard them).
+        // The tty layer moves written bytes to the reader's queue asynchronously, so
+        // an empty queue counts only after 50 ms.
+        for (int i = 0, empty_ms = 0; i < 2000 && empty_ms < 50; i++) {
+            out_flush();
+            int queued = 0;
+            if (out_len == 0 && (ioctl(slave, FIONREAD, &queued) < 0 || queued == 0))
+                empty_ms++;
+            else
+                empty_ms = 0;
+            usleep(1000);
+        }
     }
     if (eeprom) eeprom_io(eeprom, 1);
     if (stats) write_stats(stats, state);

@@ -286,10 +286,28 @@ static PGM_P apply_config(const Command *c) {
     return 0;
 }
 
-static void set_key(const uint8_t *key, uint8_t len) {
+// set_key and clear_key are acked once the new key is on the EEPROM (its first copy
+// whole, some 130 ms of writes later), so an ack means the key survives a power cut;
+// the loop keeps sampling meanwhile. Until the ack, the old key stays in use both
+// ways (the ack itself goes out under it) and another key change or a reboot is
+// refused with nack busy.
+static bool key_ack_pending;
+static uint32_t key_ack_seq;
+
+static void set_key(const uint8_t *key, uint8_t len, uint32_t seq) {
+    store_save_key(key, len);
+    key_ack_pending = true;
+    key_ack_seq = seq;
+}
+
+// From the loop, while the EEPROM is written: the ack, then the new key.
+static void key_written(void) {
+    send_ack(key_ack_seq);
+    key_ack_pending = false;
+    uint8_t len;
+    const uint8_t *key = store_key_saved(&len);
     enc.has_key = ver.has_key = len > 0;
     if (len) hmac_key_init(&hmac_key, key, len);
-    store_save_key(key, len);
     store_lost &= (uint8_t)~STORE_LOST_KEY;
 }
 
@@ -323,20 +341,21 @@ static void command(Command *c) {
             pinMode(c->pin, OUTPUT);
             digitalWrite(c->pin, c->value ? HIGH : LOW);
             break;
-        case T_SET_KEY: {
-            // The ack goes out under the old key; the new one applies from the next frame.
-            uint8_t key[LIM_KEY_MAX];
-            uint8_t len = c->key_len;
-            memcpy(key, c->key, len);
-            send_ack(c->seq);
-            set_key(key, len);
-            return;
-        }
+        case T_SET_KEY:
         case T_CLEAR_KEY:
-            send_ack(c->seq);
-            set_key(0, 0);
+            if (key_ack_pending) {
+                send_nack(c->seq, E_BUSY, PSTR("writing the last key"));
+                return;
+            }
+            // Acked from the loop once written (key_written); the key is copied
+            // out of the chunk now.
+            set_key(c->key, c->type == T_SET_KEY ? c->key_len : 0, c->seq);
             return;
         case T_REBOOT:
+            if (key_ack_pending) {
+                send_nack(c->seq, E_BUSY, PSTR("writing the last key"));
+                return;
+            }
             send_ack(c->seq);
             store_flush();
             while (!uart_tx_empty()) {
@@ -485,7 +504,10 @@ void loop() {
             while ((b = uart_read()) >= 0) rx_byte((uint8_t)b);
         }
         acquire();
-        if (store_pending()) store_poll();
+        if (store_pending()) {
+            store_poll();
+            if (key_ack_pending && store_key_durable()) key_written();
+        }
         account_load();
         idle();
     }

@@ -167,6 +167,18 @@ void store_save_key(const uint8_t *key, uint8_t len) {
     record_save(&store_key_rec);
 }
 
+bool store_key_durable(void) {
+    // A byte of the second copy taken up means the first copy's last write has
+    // ended: each write waits for the one before it.
+    const StoreRecord *r = &store_key_rec;
+    return r->copies == 0 || (r->copies == 1 && r->left < SLOT(r->len));
+}
+
+const uint8_t *store_key_saved(uint8_t *len) {
+    *len = key_image[1];
+    return key_image + 2;
+}
+
 void store_poll(void) {
     if (eeprom_is_ready() && !record_write_one(&store_config_rec)) record_write_one(&store_key_rec);
 }

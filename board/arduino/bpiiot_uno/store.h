@@ -30,6 +30,11 @@ void store_save_config(const Config *cfg);
 void store_save_key(const uint8_t *key, uint8_t len);  // len 0 clears it
 // Start the next queued byte if the EEPROM is idle; never waits.
 void store_poll(void);
+// True once the last key saved has one whole copy on the EEPROM (its last byte's
+// write has ended): a power cut from then on leaves that key.
+bool store_key_durable(void);
+// The key last saved (len 0: none), as store_save_key() was given it.
+const uint8_t *store_key_saved(uint8_t *len);
 
 // One record's writer (exposed for the inline store_pending below).
 struct StoreRecord {

@@ -62,10 +62,16 @@ class Run:
         assert self.sim.port is not None
         self.client = Client(self.sim.port, key)
 
-    def send(self, msg: m.Message) -> None:
-        """Send a command without waiting for its ack."""
+    def send(self, msg: m.Message) -> int:
+        """Send a command without waiting for its ack; returns its seq."""
         c = self.client
         c.write(c.frame(msg.TYPE, wire.encode_payload(msg.to_payload())))
+        return c.enc.seq
+
+    def acked(self, seq: int) -> bool:
+        """Whether the ack of seq arrived (before the cut)."""
+        return any(isinstance(f.message, m.Ack) and f.message.ref_seq == seq
+                   for f in self.client.inbox)  # fmt: skip
 
     def pump_until_exit(self, timeout: float = 20.0) -> None:
         """Read everything the board sends until the power cut ends the run."""
@@ -243,25 +249,31 @@ def test_a_power_cut_during_set_key_leaves_the_old_key_or_the_new(
     key_writes = _writes_of(base, ee, m.SetKey(KEY2)) - boot_writes
     assert _key_of(_first_frames(ee)) == KEY2
     assert key_writes >= 2 * 34  # the key's 32 bytes and the CRC-32 change in each copy
-    held = []
+    held: list[bytes | None] = []
+    acks: list[bool] = []
     points = sorted({*range(1, key_writes + 1, STRIDE), key_writes})
     for i, k in enumerate(points):
         shutil.copy(base, ee)
         cycles, value = CUTS[i % len(CUTS)]
         run = Run(ee, KEY1, cut=(boot_writes + k, cycles, value))
         run.client.sync()
-        run.send(m.SetKey(KEY2))  # its ack may be cut off too: it leaves before the writes
+        seq = run.send(m.SetKey(KEY2))
         run.pump_until_exit()
+        acked = run.acked(seq)
         run.close()
         chunks = _first_frames(ee)
         key = _key_of(chunks)
         assert key in (KEY1, KEY2)
         assert _logs(chunks, key) == []
+        # An ack means the new key is stored: a host that saw it is never locked out.
+        assert key == KEY2 or not acked, f"acked, yet the old key after cut {k}"
         held.append(key)
+        acks.append(acked)
     # The new key appears at one write, the one that completes its first copy, and stays.
     switch = held.index(KEY2)
     assert held[:switch] == [KEY1] * switch and held[switch:] == [KEY2] * (len(held) - switch)
     assert 0 < switch < len(held)
+    assert any(acks) and not all(acks)
     # And the key the board holds works both ways: a command with it is acked.
     run = Run(ee, KEY2)
     run.client.sync()
@@ -400,3 +412,31 @@ def test_the_first_layout_is_migrated_even_across_a_power_cut(
         # The migration is done again, or it was done: either way the count grows.
         assert _hello(chunks, KEY1).boot_counter in (42, 43), k
         assert _logs(chunks, KEY1) == []
+
+
+def test_a_key_change_is_acked_once_stored_and_refuses_another_meanwhile(
+    uno_build: Path, tmp_path: Path
+) -> None:
+    run = Run(tmp_path / "ee.bin")
+    try:
+        run.client.sync()
+        first = run.send(m.SetKey(KEY1))
+        second = run.send(m.SetKey(KEY2))  # not waiting for the first's ack
+        reboot = run.send(m.Reboot())
+        answers = []
+        while True:
+            frame = run.client.recv(5.0, (m.Ack, m.Nack))
+            assert frame is not None, answers
+            answers.append(frame.message)
+            if frame.message.ref_seq == first:
+                break
+        # Both refused with busy (nothing changed), before the first's ack, which
+        # comes once the key is stored, under no key (the old one).
+        assert [(type(a).__name__, a.ref_seq) for a in answers] == [
+            ("Nack", second), ("Nack", reboot), ("Ack", first)]  # fmt: skip
+        assert all(a.code == m.NackCode.BUSY for a in answers[:2] if isinstance(a, m.Nack))
+        run.client.set_key(KEY1)
+        _, ack = run.client.command(m.Ping())
+        assert isinstance(ack.message, m.Ack) and ack.authenticated
+    finally:
+        run.close()
