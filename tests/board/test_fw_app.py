@@ -238,6 +238,42 @@ def test_mac_on_and_off(board: tuple[BoardHost, Client]) -> None:
     assert _saved_becomes(host.fs_dir, "key", None)
 
 
+def test_a_key_change_is_acked_only_once_saved(board: tuple[BoardHost, Client]) -> None:
+    # SPEC.md 5.3: an ack means the key is in the file, so a power cut after it
+    # cannot bring the old key back. A write that fails is refused, the old key kept.
+    host, c = board
+    c.sync()
+    tmp = host.fs_dir / "bpiiot.json.tmp"
+    tmp.mkdir()  # the atomic write's temporary file cannot be created (even as root)
+    _, nack = c.command(m.SetKey(KEY))
+    assert isinstance(nack.message, m.Nack) and nack.message.code == m.NackCode.INTERNAL
+    assert any("not saved" in log.text for log in c.logs)
+    _, ack = c.command(m.Ping())  # still no key, both ways
+    assert isinstance(ack.message, m.Ack) and not ack.authenticated
+    assert json.loads((host.fs_dir / "bpiiot.json").read_text()).get("key") is None
+    tmp.rmdir()
+    # A second key change or a reboot before the first is acked: busy, nothing done.
+    first = c.frame(m.SetKey.TYPE, wire.encode_payload([KEY]))
+    second = c.frame(m.SetKey.TYPE, wire.encode_payload([OTHER_KEY]))
+    reboot = c.frame(m.Reboot.TYPE, b"\x80")
+    c.write(first + second + reboot)
+    answers = []
+    while len(answers) < 3:
+        frame = c.recv(3.0, (m.Ack, m.Nack))
+        assert frame is not None, answers
+        answers.append(frame.message)
+    seqs = [wire.cobs.decode(f[:-1])[4:8] for f in (first, second, reboot)]
+    first_seq, second_seq, reboot_seq = (int.from_bytes(x, "big") for x in seqs)
+    assert [(type(a).__name__, a.ref_seq) for a in answers] == [
+        ("Nack", second_seq), ("Nack", reboot_seq), ("Ack", first_seq)]  # fmt: skip
+    assert all(a.code == m.NackCode.BUSY for a in answers if isinstance(a, m.Nack))
+    # The ack came after the write: the file already holds the key.
+    assert json.loads((host.fs_dir / "bpiiot.json").read_text())["key"] == KEY.hex()
+    c.set_key(KEY)
+    _, ack = c.command(m.Ping())
+    assert isinstance(ack.message, m.Ack) and ack.authenticated
+
+
 def test_persistence_boot_counter_and_session(board: tuple[BoardHost, Client]) -> None:
     host, c = board
     h1 = c.sync()

@@ -141,8 +141,12 @@ FAULTS = (
         "switches keys before the ack",
         (
             (
-                "        app.send(_T_ACK, [seq])\n        set_key(app, obj[0])\n",
-                "        set_key(app, obj[0])\n        app.send(_T_ACK, [seq])\n",
+                "            if not self.stream.closed:\n"
+                "                self.send(_T_ACK, [pending[0]])\n"
+                "            commands.set_key(self, pending[1])\n",
+                "            commands.set_key(self, pending[1])\n"
+                "            if not self.stream.closed:\n"
+                "                self.send(_T_ACK, [pending[0]])\n",
             ),
         ),
         "set_key is acked under the old key, then the board tags its frames",
@@ -182,8 +186,12 @@ FAULTS = (
         "switches keys before the ack, keyed",
         (
             (
-                "        app.send(_T_ACK, [seq])\n        set_key(app, obj[0])\n",
-                "        set_key(app, obj[0])\n        app.send(_T_ACK, [seq])\n",
+                "            if not self.stream.closed:\n"
+                "                self.send(_T_ACK, [pending[0]])\n"
+                "            commands.set_key(self, pending[1])\n",
+                "            commands.set_key(self, pending[1])\n"
+                "            if not self.stream.closed:\n"
+                "                self.send(_T_ACK, [pending[0]])\n",
             ),
         ),
         "set_key is acked under the old key, then the board tags its frames",

@@ -31,6 +31,7 @@ FW_VERSION = (0, 1, 0)
 # Protocol constants (copies of codec's private ones, SPEC.md 5; checked by
 # tests/board/test_fw_app.py): private consts are compiled away and cost no RAM.
 _T_HELLO = const(0x01)
+_T_ACK = const(0x04)
 _T_LOG = const(0x06)
 _VERSION_MAJOR = const(1)
 _VERSION_MINOR = const(0)
@@ -46,6 +47,7 @@ _CAP_TEMPERATURE = const(0x20)
 # Seen as the tail of an unfinished chunk followed by silence, it means "flash me".
 ESCAPE = b"\r\x03\r\x01"
 _LOG_ERROR = const(3)
+_E_INTERNAL = const(8)
 # Samples per axis: the sampler's rings (a power of two: 80-320 ms of slack at
 # 6400-1600 S/s, while the main loop drains them every few ms) and the blocks handed
 # from the rings to the DSP. The loop drains every ~5 ms (16-32 samples at 3200-6400
@@ -142,11 +144,23 @@ class App:
         made in between are coalesced into one write."""
         if self.outputs.dirty:
             self.outputs.flush()
+        pending = self.key_ack
         if self.store.dirty:
             try:
                 self.store.flush()
             except OSError as exc:
                 self.log(_LOG_ERROR, "config not saved: " + hal.exception_text(exc))
+                if pending is not None:
+                    # The file still holds the old key: so does the board.
+                    self.key_ack = None
+                    self.store.cfg["key"] = pending[2]
+                    commands.nack(self, pending[0], _E_INTERNAL, "key not saved")
+                return
+        if pending is not None:
+            self.key_ack = None
+            if not self.stream.closed:
+                self.send(_T_ACK, [pending[0]])
+            commands.set_key(self, pending[1])
 
     # -- main loop ---------------------------------------------------------------------
 

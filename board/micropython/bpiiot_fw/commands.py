@@ -29,6 +29,7 @@ _T_SET_OUTPUT = const(0x43)
 _T_STATUS = const(0x03)
 _E_UNKNOWN_TYPE = const(1)
 _E_BAD_VALUE = const(3)
+_E_BUSY = const(7)
 _E_INTERNAL = const(8)
 _LOG_WARNING = const(2)
 _LOG_ERROR = const(3)
@@ -86,16 +87,21 @@ def command(app, type_, seq, obj):
     elif type_ == _T_SET_OUTPUT:
         if not app.outputs.set(obj[0], obj[1]):
             raise BadValue("pin %d is not an output" % obj[0])
-    elif type_ == _T_SET_KEY:
-        # The ack goes out under the old key; the new key applies from the next frame.
-        app.send(_T_ACK, [seq])
-        set_key(app, obj[0])
-        return
-    elif type_ == _T_CLEAR_KEY:
-        app.send(_T_ACK, [seq])
-        set_key(app, None)
+    elif type_ == _T_SET_KEY or type_ == _T_CLEAR_KEY:
+        # Acked by app.flush once the key is in the file, so an ack means the key
+        # survives a power cut (SPEC.md 5.3); until then the old key stays in use both
+        # ways (the ack goes out under it), and another key change or a reboot is busy.
+        if app.key_ack is not None:
+            nack(app, seq, _E_BUSY, "writing the last key")
+            return
+        key = obj[0] if type_ == _T_SET_KEY else None
+        app.key_ack = (seq, key, app.store.cfg.get("key"))
+        app.store.update(key=key.hex() if key else None)
         return
     elif type_ == _T_REBOOT:
+        if app.key_ack is not None:
+            nack(app, seq, _E_BUSY, "writing the last key")
+            return
         app.send(_T_ACK, [seq])
         acquire.stop(app)
         app.flush()
@@ -129,10 +135,9 @@ def status_payload(app):
 
 
 def set_key(app, key):
-    """Use key (bytes, or None for no MAC) from the next frame on, and save it."""
+    """Use key (bytes, or None for no MAC) from the next frame on (already saved)."""
     app.enc.set_key(key)
     app.ver.set_key(key)
-    app.store.update(key=key.hex() if key else None)
     app.problem = None
 
 

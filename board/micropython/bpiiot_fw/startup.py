@@ -62,6 +62,7 @@ def start(app, stream, store):
     app.temp = None
     app.accel = None
     app._escape_at = None
+    app.key_ack = None  # (seq, key, old key hex) of a key change not yet in the file
 
 
 def load(store):
