@@ -31,6 +31,19 @@ class Fault:
     """Run the suite with --reboot (the fault shows only across a boot)."""
 
 
+# The key change's ack (app.flush, once the key is saved) after the switch instead of
+# before it.
+_SWITCH_KEYS_BEFORE_THE_ACK = (
+    (
+        "            if not self.stream.closed:\n"
+        "                self.send(_T_ACK, [pending[0]])\n"
+        "            commands.set_key(self, pending[1])\n",
+        "            commands.set_key(self, pending[1])\n"
+        "            if not self.stream.closed:\n"
+        "                self.send(_T_ACK, [pending[0]])\n",
+    ),
+)
+
 FAULTS = (
     Fault(
         "wrong ref_seq in acks",
@@ -139,16 +152,7 @@ FAULTS = (
     ),
     Fault(
         "switches keys before the ack",
-        (
-            (
-                "            if not self.stream.closed:\n"
-                "                self.send(_T_ACK, [pending[0]])\n"
-                "            commands.set_key(self, pending[1])\n",
-                "            commands.set_key(self, pending[1])\n"
-                "            if not self.stream.closed:\n"
-                "                self.send(_T_ACK, [pending[0]])\n",
-            ),
-        ),
+        _SWITCH_KEYS_BEFORE_THE_ACK,
         "set_key is acked under the old key, then the board tags its frames",
     ),
     Fault(
@@ -184,16 +188,7 @@ FAULTS = (
     ),
     Fault(
         "switches keys before the ack, keyed",
-        (
-            (
-                "            if not self.stream.closed:\n"
-                "                self.send(_T_ACK, [pending[0]])\n"
-                "            commands.set_key(self, pending[1])\n",
-                "            commands.set_key(self, pending[1])\n"
-                "            if not self.stream.closed:\n"
-                "                self.send(_T_ACK, [pending[0]])\n",
-            ),
-        ),
+        _SWITCH_KEYS_BEFORE_THE_ACK,
         "set_key is acked under the old key, then the board tags its frames",
         keyed=True,
         explains="for mac",
