@@ -34,7 +34,8 @@ static const uint16_t FW_VERSION[3] = {0, 1, 1};
 // Host chunks longer than this cannot be a command (the longest, set_key with a
 // 32-byte key and a tag, is 57 bytes encoded): dropped as oversize, not buffered.
 #define RX_CHUNK 64
-// The longest board frame is a nack with a 31-character detail: 68 bytes of body.
+// The longest board frame is a log with a 47-character text (send_log's buffer): 71
+// bytes of body.
 #define BODY_CAP 80
 #define STACK_PAINT 0xA5
 
