@@ -103,6 +103,7 @@ class UnoSim:
         realtime: bool = False,
         profile: Path | None = None,
         power_cut: tuple[int, int, int] | None = None,
+        poke: tuple[int, bytes] | None = None,
     ) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="bpiiot-uno-")
         tmp = Path(self._tmp.name)
@@ -116,6 +117,9 @@ class UnoSim:
         #: began, leaving that byte as `value` if it was still being written.
         self.power_cut = power_cut
         self.returncode: int | None = None
+        #: (data address, bytes) written into SRAM once the firmware's UART receiver
+        #: is on: a state that would take years to reach (bridge option -m).
+        self.poke = poke
         self.stats_file = tmp / "stats.json"
         self.ram_file = tmp / "sram.bin"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -139,6 +143,8 @@ class UnoSim:
             args += ["-p", str(self.profile)]
         if self.power_cut is not None:
             args += ["-k", ":".join(str(int(v)) for v in self.power_cut)]
+        if self.poke is not None:
+            args += ["-m", f"{self.poke[0]:#x}:{self.poke[1].hex()}"]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert self.proc.stdout is not None
         # simavr's ELF loader prints a few lines of its own first.

@@ -267,6 +267,14 @@ class Board:
         need = _CAPS.get(type(message))
         if need and self.hello is not None and not self.hello.capabilities & need:
             raise Unsupported(f"board {self.hello.board_id} cannot {message.NAME}")
+        if self.link.encoder.seq >= wire.U32 - 1 and not isinstance(
+            message, (m.Reboot, m.HelloRequest)
+        ):
+            # SPEC.md 3.1: host sequence numbers never wrap. The last one goes to a
+            # reboot; the board's new session starts again at 1 (adopt_session). A
+            # hello request is answered whatever its seq: reboot() may need one.
+            log.info("host sequence numbers used up on %s: rebooting the board", self.link.url)
+            self.reboot(wait=True)
 
         def build(enc: wire.FrameEncoder) -> tuple[int, bytes]:
             data = enc.encode(message)

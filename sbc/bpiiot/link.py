@@ -232,10 +232,15 @@ class Link:
 
     def adopt_session(self, session: int, last_host_seq: int) -> None:
         """Send in the board's ``session`` from now on, continuing above ``last_host_seq``
-        (the board refuses a host sequence number it has already seen)."""
+        (the board refuses a host sequence number it has already seen). A new session
+        starts again from ``last_host_seq``: the board's replay state did too (SPEC.md
+        3.1), and the host's numbers stay far from 2^32 - 1."""
         with self._write_lock:
+            if session != self.encoder.session:
+                self.encoder.seq = last_host_seq
+            else:
+                self.encoder.seq = max(self.encoder.seq, last_host_seq)
             self.encoder.session = session
-            self.encoder.seq = max(self.encoder.seq, last_host_seq)
 
     def send_raw(self, data: bytes) -> None:
         """Write bytes as they are (conformance tests, resynchronisation)."""

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from board_host import micropython_binary
+from board_host import micropython_binary, run_script
 from fw_link import BoardHost, Client
 
 from bpiiot import flash as flash_mod
@@ -602,3 +602,43 @@ def test_boot_only_modules_are_unloaded(tmp_path: Path) -> None:
         assert "bpiiot_fw.reports" in resident and "bpiiot_fw.dsp" in resident
         assert "bpiiot_fw.startup" not in resident and "bpiiot_fw.sensors" not in resident
         assert _saved_becomes(fs, "boot", boot, timeout=0)
+
+
+SEQ_SCRIPT = """
+import os
+import sys
+from bpiiot_fw import app as app_mod
+from bpiiot_fw.store import Store
+
+
+class Line:
+    closed = False
+
+    def __init__(self):
+        self.out = []
+
+    def write(self, data):
+        self.out.append(bytes(data))
+
+
+os.chdir(sys.argv[1])  # the Unix port's files (config, outputs) go there
+line = Line()
+a = app_mod.App(stream=line, store=Store("bpiiot.json"))
+a.enc.seq = 0xFFFFFFFE
+a.send(0x04, [1])
+print("LAST", line.out[-1].hex())
+a.send(0x04, [2])
+print("WRAPPED", line.out[-1].hex())
+"""
+
+
+def test_board_sequence_numbers_never_wrap(tmp_path: Path) -> None:
+    # SPEC.md 3.1: the frame with seq 2^32 - 1 goes out; the next send reboots the
+    # board (exit status 75 in the Unix port) instead of wrapping to 0.
+    with pytest.raises(RuntimeError) as err:
+        run_script(SEQ_SCRIPT, str(tmp_path))
+    text = str(err.value)
+    assert "micropython exited 75" in text and "WRAPPED" not in text
+    last = bytes.fromhex(text.split("LAST ")[1].split()[0])
+    frame = wire.FrameVerifier("host", None).verify(last[:-1])
+    assert frame.seq == wire.U32 and isinstance(frame.message, m.Ack)

@@ -49,10 +49,10 @@ FAULTS = (
         "wrong ref_seq in acks",
         (
             (
-                '        """Encode and write one frame."""\n',
-                '        """Encode and write one frame."""\n'
+                "        self.stream.write(self.enc.encode(type_, payload))\n",
                 "        if type_ == 4:\n"
-                "            payload = [(payload[0] + 1) & 0xFFFFFFFF]\n",
+                "            payload = [(payload[0] + 1) & 0xFFFFFFFF]\n"
+                "        self.stream.write(self.enc.encode(type_, payload))\n",
             ),
         ),
         "every ack and nack names a command's seq, one answer per command",

@@ -173,3 +173,24 @@ def test_no_board_no_answer_and_foreign_protocol(tmp_path) -> None:
     for c in conns:
         c.close()
     srv.close()
+
+
+def test_host_sequence_numbers_never_wrap(board_host) -> None:
+    # SPEC.md 3.1: an SBC whose next seq would pass 2^32 - 1 reboots the board first,
+    # and the new session starts again at 1. Without that, the wrapped seq 0 would be
+    # refused as a replay for ever.
+    with bpiiot.connect(board_host.port) as board:
+        first = board.hello
+        assert first is not None
+        board.link.encoder.seq = wire.U32 - 3
+        board.ping()
+        board.ping()
+        assert board.link.encoder.seq == wire.U32 - 1
+        boots = board_host.boots
+        board.ping()  # the last seq (2^32 - 1) goes to a reboot, then this ping
+        assert board_host.wait_boots(boots + 1)
+        assert board.hello is not None and board.hello.boot_counter == first.boot_counter + 1
+        assert board.link.encoder.seq < 10
+        assert board.stats.reboots == 1
+        board.ping()
+        assert board.get_status().frames_rejected == 0

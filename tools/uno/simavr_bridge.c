@@ -4,6 +4,7 @@
  *
  *   simavr_bridge -f FIRMWARE.elf [-b BOOTLOADER.hex] [-s SIGNAL] [-e EEPROM]
  *                 [-t STATS] [-d RAMDUMP] [-p PROFILE] [-r] [-k N:CYCLES[:VALUE]]
+ *                 [-m ADDR:HEX]
  *
  * - UART0 <-> a pseudo-terminal whose path is printed as the first line on stdout;
  *   bytes from the host are fed to the UART only while simavr signals XON (its input
@@ -22,6 +23,10 @@
  *   programmed). The simulation stops there, saves EEPROM, STATS and RAMDUMP as on
  *   SIGTERM, prints "power cut" on stderr and exits with status 3, once the host has
  *   read the bytes sent before the cut (at most 2 s later).
+ * - -m ADDR:HEX: write these bytes into SRAM at data address ADDR (as avr-nm prints it,
+ *   less 0x800000) once, when the firmware first enables its UART receiver (after its
+ *   static data is set up): a test puts the firmware into a state that would take
+ *   years to reach, such as its sequence numbers about to run out.
  * - -b: start in a bootloader (optiboot) as after an external reset, once the host
  *   sends its first byte (the Uno's DTR auto-reset), so avrdude can upload.
  * - SIGUSR1 writes STATS while the simulation goes on (a snapshot for benchmarks).
@@ -83,6 +88,9 @@ static uint16_t ee_addr;
 static uint64_t ee_writes;
 static uint64_t cut_n, cut_cycles;
 static int cut_value = 0xFF;
+static uint8_t poke_bytes[64];
+static size_t poke_len;
+static unsigned poke_addr;
 static volatile int power_cut;
 
 static avr_cycle_count_t eeprom_done(avr_t *a, avr_cycle_count_t when, void *param) {
@@ -315,7 +323,7 @@ int main(int argc, char **argv) {
                *ramdump = NULL;
     int opt;
     const char *prof = NULL;
-    while ((opt = getopt(argc, argv, "f:b:s:e:t:d:p:rk:")) != -1) {
+    while ((opt = getopt(argc, argv, "f:b:s:e:t:d:p:rk:m:")) != -1) {
         switch (opt) {
             case 'f': fw = optarg; break;
             case 'b': boot = optarg; break;
@@ -337,10 +345,29 @@ int main(int argc, char **argv) {
                 cut_value = val;
                 break;
             }
+            case 'm': {
+                char *hex = strchr(optarg, ':');
+                poke_addr = (unsigned)strtoul(optarg, NULL, 0);
+                poke_len = hex ? strlen(hex + 1) / 2 : 0;
+                if (!hex || !poke_len || poke_len > sizeof poke_bytes || strlen(hex + 1) % 2 ||
+                    poke_addr < 0x100 || poke_addr + poke_len > 0x900) {
+                    fprintf(stderr, "-m ADDR:HEX, ADDR in SRAM (0x100-0x8ff), 1-64 bytes\n");
+                    return 2;
+                }
+                for (size_t i = 0; i < poke_len; i++) {
+                    unsigned v;
+                    if (sscanf(hex + 1 + 2 * i, "%2x", &v) != 1) {
+                        fprintf(stderr, "-m: not hex: %s\n", hex + 1);
+                        return 2;
+                    }
+                    poke_bytes[i] = (uint8_t)v;
+                }
+                break;
+            }
             default:
                 fprintf(stderr, "usage: %s -f FW.elf [-b BOOT.hex] [-s SIGNAL] [-e EEPROM] "
                                 "[-t STATS] [-d RAMDUMP] [-p PROFILE] [-r] "
-                                "[-k N:CYCLES[:VALUE]]\n", argv[0]);
+                                "[-k N:CYCLES[:VALUE]] [-m ADDR:HEX]\n", argv[0]);
                 return 2;
         }
     }
@@ -457,6 +484,10 @@ int main(int argc, char **argv) {
             // Held until the firmware enables its receiver (UCSR0B.RXEN0), as the
             // Uno's USB-serial chip holds them; simavr would drop them before that.
             int rx_on = avr->data[0xC1] & (1 << 4);
+            if (rx_on && poke_len) {
+                memcpy(avr->data + poke_addr, poke_bytes, poke_len);
+                poke_len = 0;
+            }
             while (xon && rx_on && ipending < npending) {
                 avr_raise_irq(uart_in, pending[ipending++]);
                 bytes_in++;

@@ -89,8 +89,21 @@ static uint16_t load_permille;
 // --- sending ----------------------------------------------------------------------
 static void put_byte(void *, uint8_t b) { uart_put(b); }
 
-// Frame the payload in w and queue it; waits only for room in the TX queue.
+// Whatever is queued is written and sent, then the watchdog resets the board.
+__attribute__((noreturn)) static void reboot_now(void) {
+    store_flush();
+    while (!uart_tx_empty()) {
+    }
+    _delay_ms(2);  // the last byte leaves the shift register
+    wdt_enable(WDTO_15MS);
+    for (;;) {
+    }
+}
+
+// Frame the payload in w and queue it; waits only for room in the TX queue. Sequence
+// numbers never wrap (SPEC.md 3.1): the board reboots instead of passing 2^32 - 1.
 static void send(uint8_t type, CborWriter *w) {
+    if (enc.seq == 0xFFFFFFFFUL) reboot_now();
     uint16_t n = finish_body(&enc, type, w, body, sizeof body);
     if (!n) return;
     uint16_t need = (uint16_t)(cobs_max(n) + 1);
@@ -358,13 +371,7 @@ static void command(Command *c) {
                 return;
             }
             send_ack(c->seq);
-            store_flush();
-            while (!uart_tx_empty()) {
-            }
-            _delay_ms(2);  // the last byte leaves the shift register
-            wdt_enable(WDTO_15MS);
-            for (;;) {
-            }
+            reboot_now();
         default:
             send_nack(c->seq, E_UNKNOWN_TYPE, PSTR("type"));
             return;

@@ -104,7 +104,14 @@ class App:
     # -- link --------------------------------------------------------------------------
 
     def send(self, type_, payload):
-        """Encode and write one frame."""
+        """Encode and write one frame. Sequence numbers never wrap (SPEC.md 3.1): a board
+        whose next one would pass 2^32 - 1 reboots instead, with its config saved."""
+        if self.enc.seq == 0xFFFFFFFF:
+            try:
+                self.store.flush()
+            except OSError:
+                pass
+            hal.reboot()
         self.stream.write(self.enc.encode(type_, payload))
         self.frames_sent += 1
 

@@ -316,3 +316,42 @@ def test_1600_sps_runs_and_matches_the_host_build(
         per_mg = 9806.65 / (2 * math.pi * f)
         ideal = amp * per_mg / math.sqrt(2) * n
         assert abs(got_v - ideal) <= 0.02 * ideal + 15 * per_mg, (f, got_v, ideal)
+
+
+def test_board_sequence_numbers_never_wrap(uno_build: Path) -> None:
+    # SPEC.md 3.1: a board whose next seq would pass 2^32 - 1 reboots first. Years of
+    # frames away, so the simulator writes the encoder's seq (the last field of the
+    # static `enc`, from the ELF's symbols) to 16 short of the end after boot.
+    nm = subprocess.run(["avr-nm", "-S", str(uno_build / "bpiiot_uno.elf")],
+                        capture_output=True, text=True, check=True).stdout  # fmt: skip
+    addr, size = next((int(p[0], 16) & 0xFFFF, int(p[1], 16))
+                      for p in (line.split() for line in nm.splitlines())
+                      if p[-1] == "_ZL3enc")  # fmt: skip
+    start = 0xFFFFFFFF - 16
+    with UnoSim(poke=(addr + size - 4, start.to_bytes(4, "little"))) as sim:
+        c = Client(sim.start())
+        try:
+            first = c.sync()
+            seqs: list[int] = []
+            hellos: list[m.Hello] = []
+            deadline = time.monotonic() + 20
+            while not any(h.boot_counter > first.boot_counter for h in hellos):
+                assert time.monotonic() < deadline, seqs[-5:]
+                c.write(c.frame(m.Ping.TYPE, b"\x80"))
+                # The simulated board outruns the wall clock (reports every few ms).
+                for _ in range(8):
+                    frame = c.recv(0.1)
+                    if frame is None:
+                        break
+                    seqs.append(frame.seq)
+                    if isinstance(frame.message, m.Hello):
+                        hellos.append(frame.message)
+        finally:
+            c.close()
+    # Every number up to the last went out once, nothing wrapped to 0, and the new
+    # session starts at 1 with its hello.
+    last = seqs.index(0xFFFFFFFF)
+    assert seqs[: last + 1] == list(range(seqs[0], 0xFFFFFFFF + 1)) and seqs[0] > start
+    assert seqs[last + 1] == 1 and 0 not in seqs
+    assert hellos[-1].boot_counter == first.boot_counter + 1
+    assert c.errors == []  # the SBC's verifier took every frame, the reboot included
