@@ -172,15 +172,12 @@ static bool parse_board(uint8_t type, const uint8_t *p, uint16_t n, CborWriter *
     }
 }
 
-static bool board_schema(uint8_t type, const uint8_t *p, uint16_t n) {
-    return parse_board(type, p, n, 0);
-}
-
 extern "C" {
 
-// The host receiver's schema check of the board's messages (tools/uno/fuzz_runner.cpp).
+// The host receiver's schema check of the board's messages (uno_verify below and
+// tools/uno/fuzz_runner.cpp).
 bool uno_board_schema(uint8_t type, const uint8_t *p, uint16_t n) {
-    return board_schema(type, p, n);
+    return parse_board(type, p, n, 0);
 }
 
 // Verify a chunk as the board's receiver (host_side 0: commands) or as the host's
@@ -198,7 +195,7 @@ int uno_verify(const uint8_t *key, int key_len, int has_prior, int session, uint
     v.any_session = !has_prior;
     v.session = (uint16_t)session;
     v.seq = has_prior ? seq : 0;
-    v.host_schema = host_side ? board_schema : 0;
+    v.host_schema = host_side ? uno_board_schema : 0;
     Command c;
     memset(&c, 0, sizeof c);
     bool known;
